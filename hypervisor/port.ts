@@ -1,0 +1,149 @@
+/**
+ * The Hypervisor port: everything Ferry asks of a libvirt host, typed. One real implementation
+ * (`VirshHypervisor`, virsh through execFile). Every method takes the host's libvirt URI first.
+ *
+ * Storage model: a directory on a host is owned through a libvirt `dir` storage pool defined on it
+ * (libvirt is the only channel to a host, so `pool-build` makes the directory and `pool-delete` removes it).
+ *
+ * All methods throw `LibvirtError` (see errors.ts) with a kind that says whether a retry can help.
+ * All mutating methods are idempotent unless stated otherwise.
+ */
+import type { DiskFormat } from '../common/types';
+
+export type DomainState =
+  | 'running'
+  | 'paused'
+  | 'shutoff'
+  | 'shutdown'
+  | 'crashed'
+  | 'blocked'
+  | 'pmsuspended'
+  | 'nostate';
+
+export interface DomainDisk {
+  /** Guest device, e.g. `vda`. */
+  target: string;
+  /** Absolute path of the backing file on the host. */
+  path: string;
+  format: DiskFormat;
+  /** Virtual size in bytes. */
+  capacityBytes: number;
+}
+
+export interface DomainInfo {
+  uuid: string;
+  name: string;
+  state: DomainState;
+  /** libvirt's state reason text when available, e.g. `migrating`, `booted`, `user`. */
+  stateReason: string | null;
+  persistent: boolean;
+  memoryKiB: number;
+  vcpus: number;
+  /** File-backed disks only (cdroms, network disks excluded). */
+  disks: DomainDisk[];
+}
+
+export interface StorageInfo {
+  pool: string;
+  path: string;
+  capacityBytes: number;
+  availableBytes: number;
+}
+
+export interface HostCapacity {
+  hostname: string;
+  memoryKiB: number;
+  cpus: number;
+  freeMemoryKiB: number;
+  /** Capacity of the pool whose target path is the storage root; null when there is none. */
+  storage: StorageInfo | null;
+}
+
+export interface PoolInfo {
+  name: string;
+  path: string;
+  active: boolean;
+}
+
+export interface VolumeInfo {
+  name: string;
+  path: string;
+  capacityBytes: number;
+}
+
+/** libvirt job statistics (virsh domjobinfo). Byte counts are absent when libvirt does not report them. */
+export interface JobInfo {
+  /** `none` = no job; `unbounded`/`bounded` = running; the rest describe a finished job. */
+  type: 'none' | 'bounded' | 'unbounded' | 'completed' | 'failed' | 'cancelled';
+  operation: string | null;
+  timeElapsedMs: number | null;
+  dataTotalBytes: number | null;
+  dataProcessedBytes: number | null;
+  dataRemainingBytes: number | null;
+  memoryTotalBytes: number | null;
+  memoryProcessedBytes: number | null;
+  memoryRemainingBytes: number | null;
+  diskTotalBytes: number | null;
+  diskProcessedBytes: number | null;
+  diskRemainingBytes: number | null;
+  memoryIteration: number | null;
+  dirtyRatePagesPerSec: number | null;
+  /** Completed jobs: total time and downtime as libvirt measured them. */
+  totalTimeMs: number | null;
+  downtimeMs: number | null;
+  /** Every field as virsh printed it, for diagnostics. */
+  raw: Record<string, string>;
+}
+
+export interface MigrateOptions {
+  /** MiB/s; undefined = hypervisor default (unlimited). */
+  bandwidthMiBps?: number;
+  /** Upper bound for the virsh client process, in ms (the job itself is bounded by the workflow timer). */
+  clientTimeoutMs?: number;
+  /** Aborting this signal kills the local virsh client only; with --p2p the job goes on (use abortJob). */
+  signal?: AbortSignal;
+}
+
+export interface Hypervisor {
+  /** Host name, memory, CPUs; storage figures from the pool whose target is `storageRoot`, if any. */
+  hostCapacity(uri: string, storageRoot: string): Promise<HostCapacity>;
+  /** Defines + starts + autostarts a dir pool on `storageRoot` so its free space can be measured. */
+  ensureStorageRootPool(uri: string, pool: string, storageRoot: string): Promise<void>;
+
+  /** The domain with this UUID, or null when the host has no such domain (running or defined). */
+  getDomain(uri: string, uuid: string): Promise<DomainInfo | null>;
+  /** Every domain on the host, running or defined, with its disks. */
+  listDomains(uri: string): Promise<DomainInfo[]>;
+
+  /** Defines dir pool `pool` on `path` (if not defined) and builds it: the directory exists afterwards. */
+  createStorageDirectory(uri: string, pool: string, path: string): Promise<void>;
+  /** Starts the pool (if inactive), marks it autostart, refreshes it. */
+  startPool(uri: string, pool: string): Promise<void>;
+  /** Deletes a volume of that name if present, then creates it empty with the given size and format. */
+  recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat): Promise<void>;
+  /** Deletes the volume; returns false when it was already absent (pool absent counts as absent). */
+  deleteVolume(uri: string, pool: string, name: string): Promise<boolean>;
+  /** Stops the pool if active (its files stay). */
+  stopPool(uri: string, pool: string): Promise<void>;
+  /**
+   * Removes the directory behind pool `pool` and the pool: deletes every volume still in it, stops it,
+   * `pool-delete`s the directory and undefines the pool. Absent pool = nothing to do.
+   */
+  removeStorageDirectory(uri: string, pool: string): Promise<void>;
+  listPools(uri: string): Promise<PoolInfo[]>;
+  listVolumes(uri: string, pool: string): Promise<VolumeInfo[]>;
+  /** Name of the pool holding the volume at `path`, or null when no active pool has it. */
+  poolOfVolume(uri: string, path: string): Promise<string | null>;
+
+  /**
+   * Live-migrates with `--live --p2p --copy-storage-all --persistent --undefinesource`. Resolves when
+   * virsh reports success; rejects with a LibvirtError otherwise. Not idempotent: callers reconcile first.
+   */
+  migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void>;
+  /** Statistics of the domain's current job (`type: 'none'` when there is none). */
+  jobInfo(uri: string, uuid: string): Promise<JobInfo>;
+  /** Statistics of the last completed job, kept readable (--keep-completed); null when none. */
+  completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null>;
+  /** Aborts the domain's current job; returns false when there was no job to abort. */
+  abortJob(uri: string, uuid: string): Promise<boolean>;
+}

@@ -1,0 +1,113 @@
+/**
+ * The inventory: hosts, VMs, disks, target claims and migration history.
+ * Async so that the same callers work on SQLite (embedded default) and PostgreSQL.
+ */
+import type { Claim, DiskRecord, HistoryRecord, HostRecord, HostState, VmRecord, VmState } from '../common/types';
+
+export interface NewHost {
+  name: string;
+  address: string;
+  uri: string;
+  state?: HostState;
+  storageRoot?: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  storageFreeBytes?: number | null;
+  memoryRatio?: number;
+  cpuRatio?: number;
+}
+
+export interface VmUpsert {
+  uuid: string;
+  name: string;
+  host: string;
+  memoryMiB: number;
+  vcpus: number;
+  state: VmState;
+  disks: DiskRecord[];
+}
+
+/** What a migration needs on its target. */
+export interface PlacementRequest {
+  vmUuid: string;
+  sourceHost: string;
+  workflowId: string;
+  memoryMiB: number;
+  vcpus: number;
+  storageBytes: number;
+  /** When set, only this host is considered (it is still checked). */
+  fixedTarget?: string;
+}
+
+export interface RejectedHost {
+  host: string;
+  reason: string;
+}
+
+export interface PlacementResult {
+  claim: Claim;
+  /** Hosts that were considered and why they lost or were filtered out (for the error message / logs). */
+  rejected: RejectedHost[];
+}
+
+export interface HostCapacityUpdate {
+  memoryMiB: number;
+  vcpus: number;
+  storageFreeBytes: number | null;
+}
+
+export interface HistoryFilter {
+  vm?: string;
+  host?: string;
+  limit?: number;
+}
+
+export interface SyncResult {
+  host: string;
+  added: string[];
+  updated: string[];
+  removed: string[];
+  skipped: string[];
+}
+
+export interface Inventory {
+  close(): Promise<void>;
+
+  addHost(host: NewHost): Promise<HostRecord>;
+  /** By name or address. */
+  getHost(nameOrAddress: string): Promise<HostRecord | null>;
+  listHosts(): Promise<HostRecord[]>;
+  setHostState(name: string, state: HostState): Promise<HostRecord>;
+  updateHostCapacity(name: string, capacity: HostCapacityUpdate): Promise<void>;
+
+  upsertVm(vm: VmUpsert): Promise<void>;
+  getVm(uuid: string): Promise<VmRecord | null>;
+  /** VMs whose name or UUID equals `nameOrUuid`. */
+  findVms(nameOrUuid: string): Promise<VmRecord[]>;
+  listVms(filter?: { host?: string }): Promise<VmRecord[]>;
+
+  /**
+   * Atomically: filter hosts, score them, insert a claim for the best one and set the VM
+   * `running` -> `migrating`. Idempotent for the same workflowId (returns the existing claim).
+   * Throws PlacementError (see placement.ts) when no host fits or the VM is not in a migratable state.
+   */
+  claimTarget(request: PlacementRequest): Promise<PlacementResult>;
+  getClaim(vmUuid: string): Promise<Claim | null>;
+  listClaims(): Promise<Claim[]>;
+  /** Deletes the claim if it belongs to workflowId. Idempotent. */
+  releaseClaim(vmUuid: string, workflowId: string): Promise<void>;
+  /**
+   * Sets the VM's host and state (e.g. back to `running` on the source after an abort,
+   * or `running` on the target after success). Does not touch the claim.
+   */
+  setVmPlacement(vmUuid: string, host: string, state: VmState): Promise<void>;
+
+  recordHistory(row: HistoryRecord): Promise<number>;
+  listHistory(filter?: HistoryFilter): Promise<HistoryRecord[]>;
+
+  /**
+   * Replaces what the inventory knows about the VMs of one host with what libvirt reported.
+   * VMs in state `migrating` (or holding a claim) are left alone.
+   */
+  syncHost(host: string, vms: VmUpsert[], capacity: HostCapacityUpdate): Promise<SyncResult>;
+}

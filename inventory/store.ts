@@ -62,12 +62,15 @@ export interface HistoryFilter {
   limit?: number;
 }
 
+/** Lists hold VM names. `skipped`: VMs left alone because a migration holds them. */
 export interface SyncResult {
   host: string;
   added: string[];
   updated: string[];
   removed: string[];
   skipped: string[];
+  /** Set by syncInventory when the host could not be queried; nothing was recorded for it then. */
+  error?: string;
 }
 
 export interface Inventory {

@@ -1,0 +1,281 @@
+/**
+ * Placement: which host receives a migrating VM. Pure functions (no I/O); the inventory feeds them
+ * inside its claim transaction, and unit tests feed them directly.
+ *
+ * Filters (a host failing any of them is rejected, with a reason an operator can act on):
+ *   - it is the VM's source host;
+ *   - its state is not `normal` (maintenance, down);
+ *   - it is already receiving a migration (any claim targets it): one inbound migration per host;
+ *   - memory:  memoryMiB × memoryRatio − Σ VMs on it − Σ claims on it  <  requested memory;
+ *   - vCPUs:   vcpus × cpuRatio − Σ VMs on it − Σ claims on it          <  requested vCPUs;
+ *   - storage: free bytes unknown (never synced), or free bytes − Σ claimed storage < requested bytes.
+ * Memory or vCPU totals of 0 mean "never synced" and are reported as unknown capacity.
+ * VMs count whatever their state (a stopped VM keeps its reservation, as in Nova).
+ */
+import type { Claim, HostRecord } from '../common/types';
+import type { PlacementRequest, RejectedHost } from './store';
+
+export type PlacementErrorCode = 'no-host' | 'vm-busy' | 'vm-state' | 'unknown-host' | 'unknown-vm';
+
+export class PlacementError extends Error {
+  override readonly name = 'PlacementError';
+  constructor(
+    readonly code: PlacementErrorCode,
+    message: string,
+    /** Every host considered and why it was not chosen. */
+    readonly rejected: RejectedHost[] = [],
+    /** For `vm-busy`: the workflow that holds the VM. */
+    readonly workflowId?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a host already carries. */
+export interface HostUsage {
+  /** Σ over the VMs the inventory has on the host. */
+  vmMemoryMiB: number;
+  vmVcpus: number;
+  /** Σ over the claims targeting the host (migrations on their way in). */
+  claimedMemoryMiB: number;
+  claimedVcpus: number;
+  claimedStorageBytes: number;
+  /** VM UUIDs of those claims. */
+  inbound: string[];
+}
+
+export const NO_USAGE: Readonly<HostUsage> = Object.freeze({
+  vmMemoryMiB: 0,
+  vmVcpus: 0,
+  claimedMemoryMiB: 0,
+  claimedVcpus: 0,
+  claimedStorageBytes: 0,
+  inbound: [],
+});
+
+/** Per-host usage from per-host VM totals and the claims. */
+export function computeUsage(
+  vmTotals: readonly { host: string; memoryMiB: number; vcpus: number }[],
+  claims: readonly Pick<Claim, 'host' | 'vmUuid' | 'memoryMiB' | 'vcpus' | 'storageBytes'>[],
+): Map<string, HostUsage> {
+  const usage = new Map<string, HostUsage>();
+  const of = (host: string): HostUsage => {
+    let u = usage.get(host);
+    if (!u) {
+      u = { ...NO_USAGE, inbound: [] };
+      usage.set(host, u);
+    }
+    return u;
+  };
+  for (const t of vmTotals) {
+    const u = of(t.host);
+    u.vmMemoryMiB += t.memoryMiB;
+    u.vmVcpus += t.vcpus;
+  }
+  for (const c of claims) {
+    const u = of(c.host);
+    u.claimedMemoryMiB += c.memoryMiB;
+    u.claimedVcpus += c.vcpus;
+    u.claimedStorageBytes += c.storageBytes;
+    u.inbound.push(c.vmUuid);
+  }
+  return usage;
+}
+
+type Need = Pick<PlacementRequest, 'sourceHost' | 'memoryMiB' | 'vcpus' | 'storageBytes'>;
+
+function memoryCapacity(h: HostRecord): number {
+  return h.memoryMiB * h.memoryRatio;
+}
+
+function vcpuCapacity(h: HostRecord): number {
+  return h.vcpus * h.cpuRatio;
+}
+
+/** Why the host cannot take the request (reasons joined with ", "; none contains one), or null when it can. */
+export function checkHost(host: HostRecord, usage: HostUsage, req: Need): string | null {
+  if (host.name === req.sourceHost) return "is the VM's source host";
+  if (host.state === 'maintenance') return 'is in maintenance';
+  if (host.state === 'down') return 'is down';
+
+  const reasons: string[] = [];
+  if (usage.inbound.length > 0) reasons.push(`already receiving a migration of ${usage.inbound.join(' and ')}`);
+
+  const memCap = memoryCapacity(host);
+  const memFree = memCap - usage.vmMemoryMiB - usage.claimedMemoryMiB;
+  if (host.memoryMiB === 0) {
+    reasons.push('memory capacity unknown: run `ferry inventory sync`');
+  } else if (memFree < req.memoryMiB) {
+    reasons.push(
+      `not enough memory (needs ${formatMiB(req.memoryMiB)}): ${formatMiB(memFree)} free of ${formatMiB(memCap)}` +
+        ratioNote(host.memoryRatio),
+    );
+  }
+
+  const cpuCap = vcpuCapacity(host);
+  const cpuFree = cpuCap - usage.vmVcpus - usage.claimedVcpus;
+  if (host.vcpus === 0) {
+    reasons.push('vCPU capacity unknown: run `ferry inventory sync`');
+  } else if (cpuFree < req.vcpus) {
+    reasons.push(
+      `not enough vCPUs (needs ${req.vcpus}): ${formatCount(cpuFree)} free of ${formatCount(cpuCap)}` +
+        ratioNote(host.cpuRatio),
+    );
+  }
+
+  if (host.storageFreeBytes === null) {
+    reasons.push('storage capacity unknown: run `ferry inventory sync`');
+  } else {
+    const storageFree = host.storageFreeBytes - usage.claimedStorageBytes;
+    if (storageFree < req.storageBytes) {
+      reasons.push(
+        `not enough storage under ${host.storageRoot} (needs ${formatBytes(req.storageBytes)}): ` +
+          `${formatBytes(storageFree)} free` +
+          (usage.claimedStorageBytes > 0 ? ` after ${formatBytes(usage.claimedStorageBytes)} claimed` : ''),
+      );
+    }
+  }
+  return reasons.length > 0 ? reasons.join(', ') : null;
+}
+
+/*
+ * Score. Among the hosts that pass the filters, prefer the one with the largest fraction of its memory
+ * capacity (memoryMiB × memoryRatio) left free AFTER the VM is placed. This spreads load, like Nova's
+ * default RAM weigher; being a fraction, it compares a small host and a big one by how full they are, not
+ * by absolute MiB. Ties (difference ≤ 1e-9) go to the larger fraction of vCPU capacity (vcpus × cpuRatio)
+ * left free after placement, then to the host name in ascending order, so the result is deterministic.
+ */
+export interface HostScore {
+  /** Fraction of memory capacity free after placement, 0..1 (0 when the host reports no capacity). */
+  memoryFree: number;
+  /** Same for vCPUs. */
+  vcpuFree: number;
+}
+
+export function scoreHost(host: HostRecord, usage: HostUsage, req: Need): HostScore {
+  const fraction = (cap: number, used: number): number => (cap > 0 ? (cap - used) / cap : 0);
+  return {
+    memoryFree: fraction(memoryCapacity(host), usage.vmMemoryMiB + usage.claimedMemoryMiB + req.memoryMiB),
+    vcpuFree: fraction(vcpuCapacity(host), usage.vmVcpus + usage.claimedVcpus + req.vcpus),
+  };
+}
+
+const EPSILON = 1e-9;
+
+/** Orders candidates best first: negative when `a` is better than `b`. */
+export function compareCandidates(
+  a: { host: HostRecord; score: HostScore },
+  b: { host: HostRecord; score: HostScore },
+): number {
+  const mem = b.score.memoryFree - a.score.memoryFree;
+  if (Math.abs(mem) > EPSILON) return mem;
+  const cpu = b.score.vcpuFree - a.score.vcpuFree;
+  if (Math.abs(cpu) > EPSILON) return cpu;
+  return a.host.name < b.host.name ? -1 : a.host.name > b.host.name ? 1 : 0;
+}
+
+export interface Placement {
+  host: HostRecord;
+  score: HostScore;
+  /** Every other host considered, with why it was filtered out or lost. */
+  rejected: RejectedHost[];
+}
+
+/**
+ * Chooses a target for `req` or throws PlacementError (`unknown-host` for a fixedTarget that is neither a
+ * host name nor an address; `no-host` when nothing fits). `vmName` is only used in messages.
+ */
+export function placeVm(
+  hosts: readonly HostRecord[],
+  usage: ReadonlyMap<string, HostUsage>,
+  req: Need & Pick<PlacementRequest, 'vmUuid' | 'fixedTarget'>,
+  vmName: string = req.vmUuid,
+): Placement {
+  const what = `${vmName} (${describeNeed(req)})`;
+  let candidates: readonly HostRecord[] = hosts;
+  if (req.fixedTarget !== undefined) {
+    const t = req.fixedTarget;
+    const fixed = hosts.find((h) => h.name === t) ?? hosts.find((h) => h.address === t);
+    if (!fixed) {
+      throw new PlacementError(
+        'unknown-host',
+        `target host ${t} is not in the inventory (no host has that name or address) — check the name or add the host`,
+      );
+    }
+    candidates = [fixed];
+  }
+
+  const rejected: RejectedHost[] = [];
+  const fit: { host: HostRecord; score: HostScore }[] = [];
+  for (const host of candidates) {
+    const u = usage.get(host.name) ?? NO_USAGE;
+    const reason = checkHost(host, u, req);
+    if (reason === null) fit.push({ host, score: scoreHost(host, u, req) });
+    else rejected.push({ host: host.name, reason });
+  }
+
+  fit.sort(compareCandidates);
+  const best = fit[0];
+  if (!best) {
+    const why = rejected.map((r) => `${r.host}: ${r.reason}`).join('; ');
+    if (req.fixedTarget !== undefined) {
+      throw new PlacementError(
+        'no-host',
+        `${rejected[0]?.host ?? req.fixedTarget} cannot take ${what}: ${rejected[0]?.reason ?? 'unknown'}` +
+          ' — fix that host, choose another --target, or leave --target out to let Ferry choose',
+        rejected,
+      );
+    }
+    if (rejected.length === 0) {
+      throw new PlacementError('no-host', `no host can take ${what}: the inventory has no hosts — add hosts first`);
+    }
+    throw new PlacementError(
+      'no-host',
+      `no host can take ${what}: ${why} — add capacity, finish or cancel running migrations, or pass --target`,
+      rejected,
+    );
+  }
+  for (const other of fit.slice(1)) {
+    rejected.push({
+      host: other.host.name,
+      reason:
+        `fits but scored lower: ${formatPercent(other.score.memoryFree)} memory / ` +
+        `${formatPercent(other.score.vcpuFree)} vCPUs free after placement, vs ` +
+        `${formatPercent(best.score.memoryFree)} / ${formatPercent(best.score.vcpuFree)} on ${best.host.name}`,
+    });
+  }
+  return { host: best.host, score: best.score, rejected };
+}
+
+export function describeNeed(req: Pick<PlacementRequest, 'memoryMiB' | 'vcpus' | 'storageBytes'>): string {
+  return `${formatMiB(req.memoryMiB)}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${formatBytes(req.storageBytes)} disk`;
+}
+
+function ratioNote(ratio: number): string {
+  return ratio === 1 ? '' : ` (overcommit ×${ratio})`;
+}
+
+function formatCount(n: number): string {
+  return String(Math.max(0, Math.floor(n)));
+}
+
+function formatMiB(mib: number): string {
+  return formatBytes(mib * 1024 * 1024);
+}
+
+function formatPercent(f: number): string {
+  return `${Math.round(f * 100)}%`;
+}
+
+/** 1536 MiB -> "1.5 GiB"; negative values print as 0 B. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = Math.max(0, bytes);
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const text = Number.isInteger(v) ? String(v) : v.toFixed(1).replace(/\.0$/, '');
+  return `${text} ${units[i]}`;
+}

@@ -1,0 +1,731 @@
+/**
+ * VirshHypervisor: the Hypervisor port on the `virsh` binary (execFile via run(), never a shell).
+ *
+ * Round trips: every virsh process opens its own connection (~16 ms over TCP), so methods that need several
+ * answers send them as ONE virsh invocation: virsh accepts a single argument holding `;`-separated commands,
+ * parsed by virsh's own tokenizer (not a shell; every token is single-quoted here). Each command is followed by
+ * `echo <marker>` and `echo --err <marker>` with a random nonce, which splits stdout and stderr per command,
+ * so each command's success and error text are known. virsh keeps going after a failed command and only exits
+ * non-zero in batch mode when the connection itself failed (the last command is always our echo).
+ */
+import { randomBytes } from 'node:crypto';
+import { posix } from 'node:path';
+import type { DiskFormat } from '../common/types';
+import { LibvirtError, classifyVirshError, libvirtErrorFromCommand, libvirtErrorFromStderr, redactUri } from './errors';
+import { DEFAULT_TIMEOUT_MS, run } from './exec';
+import type {
+  DomainDisk,
+  DomainInfo,
+  HostCapacity,
+  Hypervisor,
+  JobInfo,
+  MigrateOptions,
+  PoolInfo,
+  StorageInfo,
+  VolumeInfo,
+} from './port';
+import {
+  TextShapeError,
+  isUuid,
+  parseBlkInfoAll,
+  parseBlkInfoCapacity,
+  parseDomInfo,
+  parseDomState,
+  parseFreecellTotal,
+  parseHostname,
+  parseJobInfoRaw,
+  parseNameList,
+  parseNodeInfo,
+  parsePoolInfo,
+  parseUuidList,
+  parseVolListPaths,
+} from './text';
+import { XmlShapeError, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
+
+/** Default client bound for `migrate`: long enough for any copy; the workflow's own timer is the real bound. */
+export const DEFAULT_MIGRATE_CLIENT_TIMEOUT_MS = 6 * 60 * 60 * 1000;
+
+export interface VirshCallInfo {
+  uri: string;
+  /** virsh command names in this invocation (one, or several for a batch). */
+  commands: string[];
+  ms: number;
+  ok: boolean;
+}
+
+export interface VirshHypervisorOptions {
+  /** Per virsh invocation (a batch counts as one), ms. Default 30 s. */
+  timeoutMs?: number;
+  /** virsh binary. Default `virsh` (from PATH). */
+  virshPath?: string;
+  /** Called after every virsh process ends: for metrics and latency measurements. */
+  onCall?: (info: VirshCallInfo) => void;
+}
+
+/** One command's share of a batch. */
+export interface BatchStep {
+  args: readonly string[];
+  ok: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+/** Quotes one token for virsh's command-string tokenizer (shell-like: '...' is literal, \' is a quote). */
+export function quoteVirshArg(arg: string): string {
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The single virsh argument that runs `commands` in order, each followed by its stdout and stderr marker. */
+export function buildBatchScript(commands: readonly (readonly string[])[], nonce: string): string {
+  return commands
+    .map((cmd, i) => {
+      const marker = batchMarker(nonce, i);
+      return `${cmd.map(quoteVirshArg).join(' ')} ; echo ${marker} ; echo --err ${marker}`;
+    })
+    .join(' ; ');
+}
+
+function batchMarker(nonce: string, i: number): string {
+  return `@@ferry-${nonce}-${i}@@`;
+}
+
+/**
+ * Splits a batch's stdout/stderr at the markers. A marker line may have a prefix on its line (`error: ` on
+ * stderr, or the end of a command's output lacking a newline): the text before the marker line's start
+ * belongs to the command. Returns null when a marker is missing (virsh died mid-batch).
+ */
+export function splitBatchOutput(
+  stdout: string,
+  stderr: string,
+  nonce: string,
+  count: number,
+): { stdout: string; stderr: string }[] | null {
+  const split = (text: string): string[] | null => {
+    const parts: string[] = [];
+    let pos = 0;
+    for (let i = 0; i < count; i++) {
+      const marker = batchMarker(nonce, i);
+      const at = text.indexOf(marker, pos);
+      if (at < 0) return null;
+      const lineStart = text.lastIndexOf('\n', at - 1) + 1;
+      const prefix = text.slice(Math.max(lineStart, pos), at);
+      // stdout: a command output without a trailing newline runs into the marker line: keep it.
+      const end = prefix === 'error: ' ? Math.max(lineStart, pos) : at;
+      parts.push(text.slice(pos, end));
+      pos = at + marker.length;
+      if (text[pos] === '\n') pos++;
+    }
+    return parts;
+  };
+  const out = split(stdout);
+  const err = split(stderr);
+  if (!out || !err) return null;
+  return out.map((o, i) => ({ stdout: o, stderr: err[i] ?? '' }));
+}
+
+function stepFailed(stderr: string): boolean {
+  return stderr.split('\n').some((l) => l.startsWith('error:'));
+}
+
+const NAME_RE = /^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]*[^/\s\x00-\x1f\x7f])?$/;
+
+function checkName(kind: string, name: string): void {
+  if (!NAME_RE.test(name)) throw new LibvirtError('invalid', `invalid ${kind} name ${JSON.stringify(name)}`);
+}
+
+function checkUuid(uuid: string): void {
+  if (!isUuid(uuid)) throw new LibvirtError('invalid', `invalid domain UUID ${JSON.stringify(uuid)}`);
+}
+
+function checkPath(path: string): void {
+  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) {
+    throw new LibvirtError('invalid', `invalid absolute path ${JSON.stringify(path)}`);
+  }
+}
+
+function checkUri(uri: string): void {
+  if (!/^[a-z0-9+.-]+:\/\//i.test(uri) || /[\s\x00-\x1f\x7f]/.test(uri)) {
+    throw new LibvirtError('invalid', `invalid libvirt URI ${JSON.stringify(redactUri(uri))}`);
+  }
+}
+
+/** `/a/b/` and `/a//b` compare equal to `/a/b`. */
+export function samePath(a: string, b: string): boolean {
+  const norm = (p: string): string => {
+    const n = posix.normalize(p);
+    return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+  };
+  return norm(a) === norm(b);
+}
+
+function noJob(): JobInfo {
+  return {
+    type: 'none',
+    operation: null,
+    timeElapsedMs: null,
+    dataTotalBytes: null,
+    dataProcessedBytes: null,
+    dataRemainingBytes: null,
+    memoryTotalBytes: null,
+    memoryProcessedBytes: null,
+    memoryRemainingBytes: null,
+    diskTotalBytes: null,
+    diskProcessedBytes: null,
+    diskRemainingBytes: null,
+    memoryIteration: null,
+    dirtyRatePagesPerSec: null,
+    totalTimeMs: null,
+    downtimeMs: null,
+    raw: {},
+  };
+}
+
+const DOMAIN_COMMANDS = (uuid: string): string[][] => [
+  ['dominfo', `--domain=${uuid}`],
+  ['domstate', `--domain=${uuid}`, '--reason'],
+  ['dumpxml', `--domain=${uuid}`],
+  ['domblkinfo', `--domain=${uuid}`, '--all'],
+];
+
+interface PartialDomain {
+  info: DomainInfo;
+  /** Disks whose capacity `domblkinfo --all` did not give (it fails for inactive domains with volume disks). */
+  missing: DomainDisk[];
+}
+
+export class VirshHypervisor implements Hypervisor {
+  private readonly timeoutMs: number;
+  private readonly virsh: string;
+  private readonly onCall: ((info: VirshCallInfo) => void) | undefined;
+  /** `${uri}\n${storageRoot}` → pool name found for it last time (saves a round trip per hostCapacity). */
+  private readonly rootPools = new Map<string, string>();
+
+  constructor(opts: VirshHypervisorOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.virsh = opts.virshPath ?? 'virsh';
+    this.onCall = opts.onCall;
+  }
+
+  // ---------------------------------------------------------------------------------------------- plumbing
+
+  /** One virsh command (argv mode). Throws LibvirtError. */
+  private async exec(
+    uri: string,
+    args: readonly string[],
+    what: string,
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<string> {
+    checkUri(uri);
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const started = performance.now();
+    let ok = false;
+    try {
+      const { stdout } = await run(this.virsh, ['-c', uri, ...args], { timeoutMs, signal: opts.signal });
+      ok = true;
+      return stdout;
+    } catch (e) {
+      throw libvirtErrorFromCommand(e, { uri, what, timeoutMs });
+    } finally {
+      this.onCall?.({ uri, commands: [args[0] ?? ''], ms: performance.now() - started, ok });
+    }
+  }
+
+  /** Several commands over one connection; per-command results. Throws LibvirtError only for the whole call. */
+  private async batch(uri: string, commands: readonly (readonly string[])[], what: string): Promise<BatchStep[]> {
+    checkUri(uri);
+    if (commands.length === 0) return [];
+    const nonce = randomBytes(8).toString('hex');
+    const script = buildBatchScript(commands, nonce);
+    const started = performance.now();
+    let ok = false;
+    try {
+      const { stdout, stderr } = await run(this.virsh, ['-c', uri, script], { timeoutMs: this.timeoutMs });
+      const parts = splitBatchOutput(stdout, stderr, nonce, commands.length);
+      if (!parts) {
+        throw libvirtErrorFromStderr(stderr, false, { uri, what }, ['-c', uri, script]);
+      }
+      ok = true;
+      return parts.map((p, i) => ({ args: commands[i] ?? [], ok: !stepFailed(p.stderr), ...p }));
+    } catch (e) {
+      throw libvirtErrorFromCommand(e, { uri, what, timeoutMs: this.timeoutMs });
+    } finally {
+      this.onCall?.({ uri, commands: commands.map((c) => c[0] ?? ''), ms: performance.now() - started, ok });
+    }
+  }
+
+  private stepError(uri: string, step: BatchStep, what: string): LibvirtError {
+    return libvirtErrorFromStderr(step.stderr, false, { uri, what }, step.args);
+  }
+
+  /** The step's stdout; throws its LibvirtError when it failed. */
+  private need(uri: string, step: BatchStep | undefined, what: string): string {
+    if (!step) throw new LibvirtError('unknown', `${what}: virsh batch returned too few results`);
+    if (!step.ok) throw this.stepError(uri, step, what);
+    return step.stdout;
+  }
+
+  private kindOf(step: BatchStep): ReturnType<typeof classifyVirshError> {
+    return classifyVirshError(step.stderr, false);
+  }
+
+  /** Parser failures become LibvirtError `unknown` (retryable: usually a truncated answer) with the context. */
+  private parse<T>(uri: string, what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof XmlShapeError || e instanceof TextShapeError) {
+        throw new LibvirtError('unknown', `${what} on ${redactUri(uri)}: unexpected virsh output: ${e.message}`);
+      }
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- host
+
+  async hostCapacity(uri: string, storageRoot: string): Promise<HostCapacity> {
+    checkPath(storageRoot);
+    const what = `hostCapacity ${storageRoot}`;
+    const key = `${uri}\n${storageRoot}`;
+    const cached = this.rootPools.get(key);
+    const cmds: string[][] = [
+      ['nodeinfo'],
+      ['hostname'],
+      ['freecell', '--all'],
+      ['pool-list', '--all', '--name'],
+      ['pool-list', '--inactive', '--name'],
+    ];
+    if (cached) cmds.push(...this.rootPoolReadCommands(cached));
+    const steps = await this.batch(uri, cmds, what);
+    const [nodeinfo, hostname, freecell, all, inactive] = steps;
+    const node = this.parse(uri, what, () => parseNodeInfo(this.need(uri, nodeinfo, what)));
+    const host = this.parse(uri, what, () => parseHostname(this.need(uri, hostname, what)));
+    const free = this.parse(uri, what, () => parseFreecellTotal(this.need(uri, freecell, what)));
+    const pools = parseNameList(this.need(uri, all, what));
+    const inactivePools = new Set(parseNameList(this.need(uri, inactive, what)));
+
+    let storage: StorageInfo | null | undefined;
+    if (cached) storage = this.rootPoolFromSteps(uri, steps.slice(5), storageRoot, what);
+    if (storage === undefined) {
+      this.rootPools.delete(key);
+      storage = null;
+      const candidates = pools.filter((p) => p !== cached);
+      const xmls = await this.batch(uri, candidates.map((p) => ['pool-dumpxml', `--pool=${p}`]), what);
+      const match = candidates.find((p, i) => {
+        const step = xmls[i];
+        if (!step?.ok) return false; // undefined meanwhile
+        return samePath(this.parse(uri, what, () => parsePoolXml(step.stdout)).path, storageRoot);
+      });
+      if (match !== undefined) {
+        this.rootPools.set(key, match);
+        if (!inactivePools.has(match)) {
+          const again = await this.batch(uri, this.rootPoolReadCommands(match), what);
+          storage = this.rootPoolFromSteps(uri, again, storageRoot, what) ?? null;
+        }
+      }
+    }
+    return { hostname: host, memoryKiB: node.memoryKiB, cpus: node.cpus, freeMemoryKiB: free, storage };
+  }
+
+  private rootPoolReadCommands(pool: string): string[][] {
+    // refresh so capacity/available are current (libvirt only re-measures on refresh / volume changes)
+    return [
+      ['pool-refresh', `--pool=${pool}`],
+      ['pool-dumpxml', `--pool=${pool}`],
+      ['pool-info', `--pool=${pool}`, '--bytes'],
+    ];
+  }
+
+  /** StorageInfo, null when the pool is inactive, undefined when it is gone or no longer on `root`. */
+  private rootPoolFromSteps(uri: string, steps: BatchStep[], root: string, what: string): StorageInfo | null | undefined {
+    const [, xmlStep, infoStep] = steps;
+    if (!xmlStep?.ok || !infoStep?.ok) {
+      const failed = !xmlStep?.ok ? xmlStep : infoStep;
+      if (failed && this.kindOf(failed) === 'not-found') return undefined;
+      if (failed) throw this.stepError(uri, failed, what);
+      return undefined;
+    }
+    const xml = this.parse(uri, what, () => parsePoolXml(xmlStep.stdout));
+    if (!samePath(xml.path, root)) return undefined;
+    const info = this.parse(uri, what, () => parsePoolInfo(infoStep.stdout));
+    if (!info.active) return null;
+    return {
+      pool: xml.name,
+      path: xml.path,
+      capacityBytes: info.capacityBytes ?? xml.capacityBytes,
+      availableBytes: info.availableBytes ?? xml.availableBytes,
+    };
+  }
+
+  async ensureStorageRootPool(uri: string, pool: string, storageRoot: string): Promise<void> {
+    await this.createStorageDirectory(uri, pool, storageRoot);
+    await this.startPool(uri, pool);
+  }
+
+  // ---------------------------------------------------------------------------------------------- domains
+
+  async getDomain(uri: string, uuid: string): Promise<DomainInfo | null> {
+    checkUuid(uuid);
+    const what = `getDomain ${uuid}`;
+    const steps = await this.batch(uri, DOMAIN_COMMANDS(uuid), what);
+    const partial = this.domainFromSteps(uri, uuid, steps, what);
+    if (!partial) return null;
+    await this.fillCapacities(uri, [partial], what);
+    return partial.info;
+  }
+
+  async listDomains(uri: string): Promise<DomainInfo[]> {
+    const what = 'listDomains';
+    const out = await this.exec(uri, ['list', '--all', '--uuid'], what);
+    const listed = this.parse(uri, what, () => parseUuidList(out));
+    if (listed.length === 0) return [];
+    const steps = await this.batch(
+      uri,
+      listed.flatMap((u) => DOMAIN_COMMANDS(u)),
+      what,
+    );
+    const partials: PartialDomain[] = [];
+    listed.forEach((u, i) => {
+      const p = this.domainFromSteps(uri, u, steps.slice(i * 4, i * 4 + 4), `${what}: ${u}`);
+      if (p) partials.push(p); // null: undefined between the list and the batch
+    });
+    await this.fillCapacities(uri, partials, what);
+    return partials.map((p) => p.info);
+  }
+
+  /** null when the domain does not exist (any of its lookups said not-found). */
+  private domainFromSteps(uri: string, uuid: string, steps: BatchStep[], what: string): PartialDomain | null {
+    const [infoStep, stateStep, xmlStep, blkStep] = steps;
+    for (const step of [infoStep, stateStep, xmlStep]) {
+      if (!step) throw new LibvirtError('unknown', `${what}: virsh batch returned too few results`);
+      if (!step.ok) {
+        if (this.kindOf(step) === 'not-found') return null;
+        throw this.stepError(uri, step, what);
+      }
+    }
+    const dominfo = this.parse(uri, what, () => parseDomInfo(infoStep?.stdout ?? ''));
+    const state = this.parse(uri, what, () => parseDomState(stateStep?.stdout ?? ''));
+    const xml = this.parse(uri, what, () => parseDomainXml(xmlStep?.stdout ?? ''));
+    const sizes = blkStep?.ok ? this.parse(uri, what, () => parseBlkInfoAll(blkStep.stdout)) : new Map<string, number | null>();
+    const disks: DomainDisk[] = [];
+    const missing: DomainDisk[] = [];
+    for (const d of xml.disks) {
+      const size = sizes.get(d.target);
+      const disk: DomainDisk = { target: d.target, path: d.path, format: d.format, capacityBytes: size ?? 0 };
+      disks.push(disk);
+      if (size === undefined || size === null) missing.push(disk);
+    }
+    return {
+      info: {
+        uuid: xml.uuid,
+        name: xml.name,
+        state: state.state,
+        stateReason: state.reason,
+        persistent: dominfo.persistent,
+        memoryKiB: xml.memoryKiB,
+        vcpus: xml.vcpus,
+        disks,
+      },
+      missing,
+    };
+  }
+
+  /** One more round trip, only when `domblkinfo --all` failed: per-device domblkinfo. Unknown stays 0. */
+  private async fillCapacities(uri: string, partials: PartialDomain[], what: string): Promise<void> {
+    const jobs = partials.flatMap((p) => p.missing.map((disk) => ({ uuid: p.info.uuid, disk })));
+    if (jobs.length === 0) return;
+    const steps = await this.batch(
+      uri,
+      jobs.map((j) => ['domblkinfo', `--domain=${j.uuid}`, `--device=${j.disk.target}`]),
+      what,
+    );
+    jobs.forEach((j, i) => {
+      const step = steps[i];
+      if (!step?.ok) {
+        if (step && this.isConnectionLevel(step)) throw this.stepError(uri, step, what);
+        return; // e.g. the file is missing on an inactive domain: capacity unknown (0)
+      }
+      j.disk.capacityBytes = this.parse(uri, what, () => parseBlkInfoCapacity(step.stdout));
+    });
+  }
+
+  private isConnectionLevel(step: BatchStep): boolean {
+    const k = this.kindOf(step);
+    return k === 'connection' || k === 'timeout';
+  }
+
+  // ---------------------------------------------------------------------------------------------- storage
+
+  async createStorageDirectory(uri: string, pool: string, path: string): Promise<void> {
+    checkName('pool', pool);
+    checkPath(path);
+    const what = `createStorageDirectory ${pool} ${path}`;
+    try {
+      await this.exec(uri, ['pool-define-as', `--name=${pool}`, '--type=dir', `--target=${path}`], what);
+    } catch (e) {
+      if (!(e instanceof LibvirtError) || e.kind !== 'exists') throw e;
+      const other = /Storage source conflict with pool: '([^']*)'/.exec(e.stderr)?.[1];
+      if (other !== undefined) {
+        throw new LibvirtError(
+          'exists',
+          `${what} on ${redactUri(uri)}: directory ${path} already belongs to libvirt pool '${other}'; ` +
+            'refusing to adopt or touch another owner\'s pool',
+          e.args,
+          e.stderr,
+        );
+      }
+      // Our pool name is already defined (a retry): it must be on the same path.
+      const steps = await this.batch(uri, [['pool-dumpxml', `--pool=${pool}`], ['pool-info', `--pool=${pool}`]], what);
+      const xml = this.parse(uri, what, () => parsePoolXml(this.need(uri, steps[0], what)));
+      const info = this.parse(uri, what, () => parsePoolInfo(this.need(uri, steps[1], what)));
+      if (!samePath(xml.path, path)) {
+        throw new LibvirtError(
+          'exists',
+          `${what} on ${redactUri(uri)}: pool '${pool}' is already defined on ${xml.path}, not ${path}`,
+          e.args,
+          e.stderr,
+        );
+      }
+      if (info.active) return; // an active dir pool has its directory
+    }
+    await this.exec(uri, ['pool-build', `--pool=${pool}`], what);
+  }
+
+  async startPool(uri: string, pool: string): Promise<void> {
+    checkName('pool', pool);
+    const what = `startPool ${pool}`;
+    const [start, autostart, refresh] = await this.batch(
+      uri,
+      [['pool-start', `--pool=${pool}`], ['pool-autostart', `--pool=${pool}`], ['pool-refresh', `--pool=${pool}`]],
+      what,
+    );
+    if (start && !start.ok && !/is already active/.test(start.stderr)) throw this.stepError(uri, start, what);
+    this.need(uri, autostart, what);
+    this.need(uri, refresh, what);
+  }
+
+  async recreateVolume(
+    uri: string,
+    pool: string,
+    name: string,
+    capacityBytes: number,
+    format: DiskFormat,
+  ): Promise<void> {
+    checkName('pool', pool);
+    checkName('volume', name);
+    if (!Number.isSafeInteger(capacityBytes) || capacityBytes <= 0) {
+      throw new LibvirtError('invalid', `recreateVolume ${pool}/${name}: capacity must be a positive integer, got ${capacityBytes}`);
+    }
+    if (format !== 'qcow2' && format !== 'raw') {
+      throw new LibvirtError('invalid', `recreateVolume ${pool}/${name}: unsupported format ${String(format)}`);
+    }
+    const what = `recreateVolume ${pool}/${name}`;
+    // refresh first: a file left by an earlier attempt must be known to libvirt to be deleted
+    const [refresh, del, create] = await this.batch(
+      uri,
+      [
+        ['pool-refresh', `--pool=${pool}`],
+        ['vol-delete', `--pool=${pool}`, `--vol=${name}`],
+        ['vol-create-as', `--pool=${pool}`, `--name=${name}`, `--capacity=${capacityBytes}`, `--format=${format}`],
+      ],
+      what,
+    );
+    this.need(uri, refresh, what);
+    if (del && !del.ok && this.kindOf(del) !== 'not-found') throw this.stepError(uri, del, what);
+    this.need(uri, create, what);
+  }
+
+  async deleteVolume(uri: string, pool: string, name: string): Promise<boolean> {
+    checkName('pool', pool);
+    checkName('volume', name);
+    const what = `deleteVolume ${pool}/${name}`;
+    const [refresh, del] = await this.batch(
+      uri,
+      [['pool-refresh', `--pool=${pool}`], ['vol-delete', `--pool=${pool}`, `--vol=${name}`]],
+      what,
+    );
+    if (refresh && !refresh.ok) {
+      if (this.kindOf(refresh) === 'not-found') return false;
+      throw this.stepError(uri, refresh, what);
+    }
+    if (del && !del.ok) {
+      if (this.kindOf(del) === 'not-found') return false;
+      throw this.stepError(uri, del, what);
+    }
+    return true;
+  }
+
+  async stopPool(uri: string, pool: string): Promise<void> {
+    checkName('pool', pool);
+    const what = `stopPool ${pool}`;
+    try {
+      await this.exec(uri, ['pool-destroy', `--pool=${pool}`], what);
+    } catch (e) {
+      if (e instanceof LibvirtError && (e.kind === 'not-found' || /is not active/.test(e.stderr))) return;
+      throw e;
+    }
+  }
+
+  async removeStorageDirectory(uri: string, pool: string): Promise<void> {
+    checkName('pool', pool);
+    const what = `removeStorageDirectory ${pool}`;
+    // The pool must be active to list and delete its volumes.
+    const [start, refresh, list] = await this.batch(
+      uri,
+      [['pool-start', `--pool=${pool}`], ['pool-refresh', `--pool=${pool}`], ['vol-list', `--pool=${pool}`]],
+      what,
+    );
+    if (start && !start.ok) {
+      if (this.kindOf(start) === 'not-found') return; // nothing to do
+      if (/cannot open directory .*No such file or directory/.test(start.stderr)) {
+        await this.undefinePool(uri, pool, what); // the directory is gone already
+        return;
+      }
+      if (!/is already active/.test(start.stderr)) throw this.stepError(uri, start, what);
+    }
+    this.need(uri, refresh, what);
+    const paths = this.parse(uri, what, () => parseVolListPaths(this.need(uri, list, what)));
+    const steps = await this.batch(
+      uri,
+      [
+        ...paths.map((p) => ['vol-delete', `--pool=${pool}`, `--vol=${p}`]),
+        ['pool-destroy', `--pool=${pool}`],
+        ['pool-delete', `--pool=${pool}`],
+      ],
+      what,
+    );
+    steps.slice(0, paths.length).forEach((s) => {
+      if (!s.ok && this.kindOf(s) !== 'not-found') throw this.stepError(uri, s, what);
+    });
+    const destroy = steps[paths.length];
+    const del = steps[paths.length + 1];
+    if (destroy && !destroy.ok && !/is not active/.test(destroy.stderr)) throw this.stepError(uri, destroy, what);
+    if (del && !del.ok && !/No such file or directory/.test(del.stderr)) throw this.stepError(uri, del, what);
+    // Only now: undefining while the directory still exists would orphan it (libvirt is our only channel).
+    await this.undefinePool(uri, pool, what);
+  }
+
+  private async undefinePool(uri: string, pool: string, what: string): Promise<void> {
+    try {
+      await this.exec(uri, ['pool-undefine', `--pool=${pool}`], what);
+    } catch (e) {
+      if (e instanceof LibvirtError && e.kind === 'not-found') return;
+      throw e;
+    }
+  }
+
+  async listPools(uri: string): Promise<PoolInfo[]> {
+    const what = 'listPools';
+    const [all, inactive] = await this.batch(
+      uri,
+      [
+        ['pool-list', '--all', '--name'],
+        ['pool-list', '--inactive', '--name'],
+      ],
+      what,
+    );
+    const names = parseNameList(this.need(uri, all, what));
+    const inactiveNames = new Set(parseNameList(this.need(uri, inactive, what)));
+    const xmls = await this.batch(uri, names.map((p) => ['pool-dumpxml', `--pool=${p}`]), what);
+    const pools: PoolInfo[] = [];
+    names.forEach((name, i) => {
+      const step = xmls[i];
+      if (!step) return;
+      if (!step.ok) {
+        if (this.kindOf(step) === 'not-found') return; // undefined meanwhile
+        throw this.stepError(uri, step, what);
+      }
+      const xml = this.parse(uri, what, () => parsePoolXml(step.stdout));
+      pools.push({ name, path: xml.path, active: !inactiveNames.has(name) });
+    });
+    return pools;
+  }
+
+  async listVolumes(uri: string, pool: string): Promise<VolumeInfo[]> {
+    checkName('pool', pool);
+    const what = `listVolumes ${pool}`;
+    const [refresh, list] = await this.batch(
+      uri,
+      [['pool-refresh', `--pool=${pool}`], ['vol-list', `--pool=${pool}`]],
+      what,
+    );
+    this.need(uri, refresh, what);
+    const paths = this.parse(uri, what, () => parseVolListPaths(this.need(uri, list, what)));
+    const xmls = await this.batch(uri, paths.map((p) => ['vol-dumpxml', `--pool=${pool}`, `--vol=${p}`]), what);
+    const vols: VolumeInfo[] = [];
+    paths.forEach((_, i) => {
+      const step = xmls[i];
+      if (!step) return;
+      if (!step.ok) {
+        if (this.kindOf(step) === 'not-found') return; // deleted meanwhile
+        throw this.stepError(uri, step, what);
+      }
+      const v = this.parse(uri, what, () => parseVolumeXml(step.stdout));
+      vols.push({ name: v.name, path: v.path, capacityBytes: v.capacityBytes });
+    });
+    return vols;
+  }
+
+  async poolOfVolume(uri: string, path: string): Promise<string | null> {
+    checkPath(path);
+    const what = `poolOfVolume ${path}`;
+    try {
+      const out = await this.exec(uri, ['vol-pool', `--vol=${path}`], what);
+      const name = out.trim();
+      return name === '' ? null : name;
+    } catch (e) {
+      if (e instanceof LibvirtError && e.kind === 'not-found') return null;
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- migration
+
+  async migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void> {
+    checkUuid(uuid);
+    checkUri(targetUri);
+    const args = ['migrate', '--live', '--p2p', '--copy-storage-all', '--persistent', '--undefinesource'];
+    if (opts.bandwidthMiBps !== undefined) {
+      if (!Number.isSafeInteger(opts.bandwidthMiBps) || opts.bandwidthMiBps <= 0) {
+        throw new LibvirtError('invalid', `migrate ${uuid}: bandwidth must be a positive integer MiB/s, got ${opts.bandwidthMiBps}`);
+      }
+      args.push(`--bandwidth=${opts.bandwidthMiBps}`);
+    }
+    args.push(`--domain=${uuid}`, `--desturi=${targetUri}`);
+    await this.exec(sourceUri, args, `migrate ${uuid} to ${redactUri(targetUri)}`, {
+      timeoutMs: opts.clientTimeoutMs ?? DEFAULT_MIGRATE_CLIENT_TIMEOUT_MS,
+      signal: opts.signal,
+    });
+  }
+
+  async jobInfo(uri: string, uuid: string): Promise<JobInfo> {
+    checkUuid(uuid);
+    const what = `jobInfo ${uuid}`;
+    try {
+      const out = await this.exec(uri, ['domjobinfo', `--domain=${uuid}`, '--rawstats'], what);
+      return this.parse(uri, what, () => parseJobInfoRaw(out));
+    } catch (e) {
+      if (e instanceof LibvirtError && e.kind === 'invalid' && /domain is not running/.test(e.stderr)) return noJob();
+      throw e;
+    }
+  }
+
+  async completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null> {
+    checkUuid(uuid);
+    const what = `completedJobInfo ${uuid}`;
+    const out = await this.exec(uri, ['domjobinfo', `--domain=${uuid}`, '--completed', '--keep-completed', '--rawstats'], what);
+    const info = this.parse(uri, what, () => parseJobInfoRaw(out));
+    return info.type === 'none' ? null : info;
+  }
+
+  async abortJob(uri: string, uuid: string): Promise<boolean> {
+    checkUuid(uuid);
+    const what = `abortJob ${uuid}`;
+    try {
+      await this.exec(uri, ['domjobabort', `--domain=${uuid}`], what);
+      return true;
+    } catch (e) {
+      if (e instanceof LibvirtError && /no job is active|domain is not running/.test(e.stderr)) return false;
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Turning what went wrong below (libvirt, the inventory) into Temporal failures whose retryability
+ * matches the cause, with the attempt number attached so the workflow can report attempts per task.
+ */
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
+import { LibvirtError } from '../hypervisor/errors';
+import { PlacementError } from '../inventory/placement';
+import { FailureType } from '../common/failures';
+
+export interface FailureDetails {
+  attempt: number;
+  kind?: string;
+}
+
+function attempt(): number {
+  try {
+    return Context.current().info.attempt;
+  } catch {
+    return 1;
+  }
+}
+
+export function nonRetryable(type: FailureType, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ attempt: attempt() }] });
+}
+
+/** Maps any error to an ApplicationFailure (unknown errors stay retryable: the retry policy bounds them). */
+export function toFailure(err: unknown): ApplicationFailure | CancelledFailure {
+  // A cancelled activity must report cancellation, not a failure.
+  if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
+  if (err instanceof LibvirtError) {
+    return ApplicationFailure.create({
+      type: `Libvirt.${err.kind}`,
+      message: err.message,
+      nonRetryable: !err.retryable,
+      details: [{ attempt: attempt(), kind: err.kind } satisfies FailureDetails],
+    });
+  }
+  if (err instanceof PlacementError) {
+    const type = err.code === 'vm-busy' ? FailureType.VmBusy : err.code === 'unknown-vm' ? FailureType.VmNotFound : FailureType.NoTargetHost;
+    return ApplicationFailure.create({
+      type,
+      message: err.message,
+      nonRetryable: true,
+      details: [{ attempt: attempt(), kind: err.code, rejected: err.rejected }],
+    });
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  return ApplicationFailure.create({
+    type: e.name || 'Error',
+    message: e.message,
+    nonRetryable: false,
+    details: [{ attempt: attempt() } satisfies FailureDetails],
+  });
+}
+
+/** Runs an activity body and converts whatever it throws. */
+export async function guarded<T>(body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    throw toFailure(err);
+  }
+}

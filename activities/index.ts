@@ -1,0 +1,600 @@
+/**
+ * Ferry's activities: thin, idempotent steps over the inventory and the Hypervisor port.
+ * Each one can be retried after a partial success (or a worker crash) and ends in the same place.
+ */
+import { Context } from '@temporalio/activity';
+import { CancelledFailure } from '@temporalio/common';
+import type { DiskRecord, HistoryRecord, HostRecord, VmState } from '../common/types';
+import type {
+  CompletedMigrationStats,
+  CreateTaskResult,
+  HostRef,
+  LocateResult,
+  MigrationStats,
+  ProgressSignal,
+  VmFacts,
+} from '../common/migration';
+import { FailureType } from '../common/failures';
+import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName } from '../common/names';
+import type { DomainInfo, Hypervisor, JobInfo } from '../hypervisor/port';
+import { LibvirtError } from '../hypervisor/errors';
+import type { Inventory, RejectedHost } from '../inventory/store';
+import { guarded, nonRetryable } from './failures';
+
+export interface ActivityDeps {
+  inventory: Inventory;
+  hypervisor: Hypervisor;
+  /** Delivers live progress to the running workflow (the worker wires a Temporal client in). */
+  signalProgress?: (workflowId: string, progress: ProgressSignal) => Promise<void>;
+  /** How often the migrate activity samples libvirt's job statistics. Default 1 s. */
+  jobPollIntervalMs?: number;
+  /** How often it forwards them to the workflow (each one is a history event). Default 5 s. */
+  progressSignalIntervalMs?: number;
+}
+
+export interface ReadVmInput {
+  sourceHost: string;
+  vmName: string;
+  vmUuid: string;
+}
+
+export interface ClaimTargetInput {
+  vm: VmFacts;
+  workflowId: string;
+  targetHost: string | null;
+}
+
+export interface ClaimTargetResult {
+  target: HostRef;
+  rejected: RejectedHost[];
+}
+
+export interface TargetStorageInput {
+  target: HostRef;
+  vmUuid: string;
+  pool: string;
+}
+
+export interface MigrateVmInput {
+  source: HostRef;
+  target: HostRef;
+  vmUuid: string;
+  bandwidthMiBps: number | null;
+  pool: string;
+  disks: DiskRecord[];
+  /** Upper bound for the virsh client (the workflow's timer is the real deadline). */
+  clientTimeoutMs: number;
+}
+
+export interface LocateInput {
+  source: HostRef;
+  target: HostRef;
+  vmUuid: string;
+}
+
+export interface CleanSourceInput {
+  source: HostRef;
+  vmUuid: string;
+  disks: DiskRecord[];
+  storageDir: string;
+}
+
+export interface CleanSourceResult {
+  removed: string[];
+  warnings: string[];
+}
+
+/** Kept in the migrate activity's heartbeat so a retry knows what an earlier attempt did. */
+interface MigrateHeartbeat {
+  startedByAttempt: number | null;
+  stats?: MigrationStats;
+}
+
+const ACTIVE_JOB_TYPES: ReadonlySet<JobInfo['type']> = new Set(['bounded', 'unbounded']);
+
+export function hostRef(h: HostRecord): HostRef {
+  return { name: h.name, address: h.address, uri: h.uri };
+}
+
+export function migrationStats(job: JobInfo, now = new Date()): MigrationStats {
+  const total = job.dataTotalBytes;
+  const processed = job.dataProcessedBytes;
+  return {
+    jobType: job.type,
+    elapsedMs: job.timeElapsedMs,
+    dataTotalBytes: total,
+    dataProcessedBytes: processed,
+    dataRemainingBytes: job.dataRemainingBytes,
+    memoryRemainingBytes: job.memoryRemainingBytes,
+    diskRemainingBytes: job.diskRemainingBytes,
+    memoryIteration: job.memoryIteration,
+    dirtyRatePagesPerSec: job.dirtyRatePagesPerSec,
+    percent: total && processed !== null ? Math.min(100, Math.round((processed / total) * 1000) / 10) : null,
+    sampledAt: now.toISOString(),
+  };
+}
+
+function isRunningOrPaused(d: DomainInfo | null): boolean {
+  return d !== null && (d.state === 'running' || d.state === 'paused');
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+export function createActivities(deps: ActivityDeps) {
+  const { inventory, hypervisor: hv } = deps;
+  const jobPollMs = deps.jobPollIntervalMs ?? 1000;
+  const signalEveryMs = deps.progressSignalIntervalMs ?? 5000;
+
+  function workflowId(): string {
+    const wf = Context.current().info.workflowExecution;
+    if (!wf) throw new Error('Ferry activities run inside workflows only');
+    return wf.workflowId;
+  }
+
+  async function report(progress: ProgressSignal): Promise<void> {
+    if (!deps.signalProgress) return;
+    try {
+      await deps.signalProgress(workflowId(), progress);
+    } catch {
+      // Progress is best effort: a lost sample must never fail a migration.
+    }
+  }
+
+  /** Reports a retry of a create task to the workflow as it begins (the first attempt is not news). */
+  async function noteAttempt(task: string): Promise<number> {
+    const attempt = Context.current().info.attempt;
+    if (attempt > 1) await report({ createTask: { task, attempt } });
+    return attempt;
+  }
+
+  /** Where libvirt says the VM runs. Asks the source first: a VM running there with no job is there. */
+  async function locate(source: HostRef, target: HostRef, uuid: string): Promise<LocateResult> {
+    const src = await hv.getDomain(source.uri, uuid);
+    if (src !== null && src.state === 'running') {
+      const job = await hv.jobInfo(source.uri, uuid);
+      if (!ACTIVE_JOB_TYPES.has(job.type)) {
+        return { location: 'source', sourceState: src.state, targetState: null };
+      }
+    }
+    const tgt = await hv.getDomain(target.uri, uuid);
+    const tgtRunning = tgt !== null && tgt.state === 'running';
+    if (tgtRunning && !isRunningOrPaused(src)) {
+      return { location: 'target', sourceState: src?.state ?? null, targetState: tgt.state };
+    }
+    if (isRunningOrPaused(src)) {
+      return { location: 'source', sourceState: src?.state ?? null, targetState: tgt?.state ?? null };
+    }
+    return { location: 'nowhere', sourceState: src?.state ?? null, targetState: tgt?.state ?? null };
+  }
+
+  /** A target-side deletion must never touch storage of a VM that runs there. */
+  async function assertNotRunningOn(host: HostRef, uuid: string, what: string): Promise<void> {
+    const dom = await hv.getDomain(host.uri, uuid);
+    if (isRunningOrPaused(dom)) {
+      throw nonRetryable(
+        FailureType.UnsafeCleanup,
+        `refusing to ${what} on ${host.name}: VM ${uuid} is ${dom?.state} there. ` +
+          'Check where the VM runs (`ferry status`) before removing its storage by hand.',
+      );
+    }
+  }
+
+  async function completedStats(target: HostRef, uuid: string): Promise<CompletedMigrationStats> {
+    const job = await hv.completedJobInfo(target.uri, uuid);
+    if (job === null) return { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };
+    return {
+      totalTimeMs: job.totalTimeMs ?? job.timeElapsedMs,
+      downtimeMs: job.downtimeMs,
+      bytesTransferred: job.dataProcessedBytes,
+    };
+  }
+
+  return {
+    /** Step 2: the VM's disks from the inventory, cross-checked with libvirt on the source. */
+    async readVm(input: ReadVmInput): Promise<VmFacts> {
+      return guarded(async () => {
+        const host = await inventory.getHost(input.sourceHost);
+        if (host === null) {
+          throw nonRetryable(
+            FailureType.InvalidInput,
+            `source host "${input.sourceHost}" is not in the inventory: add it with \`ferry hosts add\` or check the address`,
+          );
+        }
+        const vm = await inventory.getVm(input.vmUuid);
+        if (vm === null) {
+          throw nonRetryable(
+            FailureType.VmNotFound,
+            `no VM with UUID ${input.vmUuid} in the inventory: check the UUID or run \`ferry inventory sync\``,
+          );
+        }
+        if (vm.name !== input.vmName) {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `VM ${input.vmUuid} is named "${vm.name}" in the inventory, not "${input.vmName}": check the name and UUID`,
+          );
+        }
+        if (vm.host !== host.name) {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `VM ${vm.name} runs on ${vm.host} according to the inventory, not on ${host.name} (${host.address}): pass the right source`,
+          );
+        }
+        if (vm.state === 'migrating') {
+          throw nonRetryable(FailureType.VmBusy, `VM ${vm.name} is already being migrated: wait for it or cancel it (\`ferry cancel ${vm.name}\`)`);
+        }
+        if (vm.state !== 'running') {
+          throw nonRetryable(FailureType.UnsupportedVm, `VM ${vm.name} is ${vm.state}: only running VMs are live-migrated`);
+        }
+        const dom = await hv.getDomain(host.uri, vm.uuid);
+        if (dom === null) {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `libvirt on ${host.name} has no domain with UUID ${vm.uuid}: the inventory is stale, run \`ferry inventory sync\``,
+          );
+        }
+        if (dom.name !== vm.name || dom.state !== 'running') {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `libvirt on ${host.name} reports domain ${vm.uuid} as "${dom.name}" (${dom.state}); the inventory says "${vm.name}" (running): run \`ferry inventory sync\``,
+          );
+        }
+        const problems = compareDisks(vm.disks, dom);
+        if (problems.length > 0) {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `the disks of ${vm.name} in the inventory do not match libvirt on ${host.name}: ${problems.join('; ')}. Run \`ferry inventory sync\``,
+          );
+        }
+        const storageDir = checkStorageLayout(vm.name, vm.disks, host.storageRoot);
+        const diskBytes = vm.disks.reduce((s, d) => s + d.sizeBytes, 0);
+        return {
+          uuid: vm.uuid,
+          name: vm.name,
+          memoryMiB: vm.memoryMiB,
+          vcpus: vm.vcpus,
+          source: hostRef(host),
+          disks: vm.disks,
+          storageDir,
+          dataBytes: diskBytes + vm.memoryMiB * 1024 * 1024,
+        };
+      });
+    },
+
+    /** Step 3: filter, score and claim a target; the VM becomes `migrating` in the same transaction. */
+    async claimTarget(input: ClaimTargetInput): Promise<ClaimTargetResult> {
+      return guarded(async () => {
+        const { claim, rejected } = await inventory.claimTarget({
+          vmUuid: input.vm.uuid,
+          sourceHost: input.vm.source.name,
+          workflowId: input.workflowId,
+          memoryMiB: input.vm.memoryMiB,
+          vcpus: input.vm.vcpus,
+          storageBytes: input.vm.disks.reduce((s, d) => s + d.sizeBytes, 0),
+          ...(input.targetHost !== null ? { fixedTarget: input.targetHost } : {}),
+        });
+        const host = await inventory.getHost(claim.host);
+        if (host === null) throw new Error(`claimed host ${claim.host} vanished from the inventory`);
+        return { target: hostRef(host), rejected };
+      });
+    },
+
+    /** Create task 1: the VM's storage directory on the target (through a defined dir pool). */
+    async createStorageDirectory(input: TargetStorageInput & { path: string }): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt('directory');
+      return guarded(async () => {
+        const present = await hv.getDomain(input.target.uri, input.vmUuid);
+        if (isRunningOrPaused(present)) {
+          throw nonRetryable(
+            FailureType.VmMismatch,
+            `${input.target.name} already runs a domain with UUID ${input.vmUuid}: run \`ferry inventory sync\` and check where the VM is`,
+          );
+        }
+        await hv.createStorageDirectory(input.target.uri, input.pool, input.path);
+        return { attempt };
+      });
+    },
+
+    /** Create task 2: start (and autostart) the pool on that directory. */
+    async createStoragePool(input: TargetStorageInput): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt('pool');
+      return guarded(async () => {
+        await hv.startPool(input.target.uri, input.pool);
+        return { attempt };
+      });
+    },
+
+    /** Create task 3..n: one empty volume with the disk's name, size and format (a stale one is replaced). */
+    async createDisk(input: TargetStorageInput & { disk: DiskRecord }): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt(`disk:${input.disk.name}`);
+      return guarded(async () => {
+        if (!isVolumeName(input.disk.name)) {
+          throw nonRetryable(FailureType.UnsupportedVm, `disk name "${input.disk.name}" is not a safe volume name`);
+        }
+        await hv.recreateVolume(input.target.uri, input.pool, input.disk.name, input.disk.sizeBytes, input.disk.format);
+        return { attempt };
+      });
+    },
+
+    /**
+     * Step 5: the live migration, heartbeating libvirt's job statistics. Reconciles first on every attempt:
+     * VM already on the target → done; a job still running → monitor it; never starts a second copy blindly.
+     */
+    async migrateVm(input: MigrateVmInput): Promise<CompletedMigrationStats> {
+      const ctx = Context.current();
+      const prior = (ctx.info.heartbeatDetails as MigrateHeartbeat | undefined) ?? { startedByAttempt: null };
+      const beat = (hb: MigrateHeartbeat) => ctx.heartbeat(hb);
+      return guarded(async () => {
+        // Reconcile with what an earlier attempt may have left running.
+        for (;;) {
+          ctx.heartbeat(prior);
+          const where = await locate(input.source, input.target, input.vmUuid);
+          if (where.location === 'target') return completedStats(input.target, input.vmUuid);
+          const job = await hv.jobInfo(input.source.uri, input.vmUuid);
+          if (!ACTIVE_JOB_TYPES.has(job.type)) break;
+          await monitorJob(job, prior.startedByAttempt);
+        }
+        if (prior.startedByAttempt !== null) {
+          throw nonRetryable(
+            FailureType.MigrationFailed,
+            `the migration started by attempt ${prior.startedByAttempt} ended without moving the VM (no libvirt job, VM running on ${input.source.name})`,
+          );
+        }
+        if (ctx.info.attempt > 1) {
+          // An earlier attempt may have begun copying: never let a copy land on stale target data.
+          for (const d of input.disks) {
+            await hv.recreateVolume(input.target.uri, input.pool, d.name, d.sizeBytes, d.format);
+          }
+        }
+        const started: MigrateHeartbeat = { startedByAttempt: ctx.info.attempt };
+        beat(started);
+        const client = new AbortController();
+        const onCancel = () => client.abort();
+        ctx.cancellationSignal.addEventListener('abort', onCancel);
+        let outcome: { ok: true } | { ok: false; err: unknown } | null = null;
+        const migration = hv
+          .migrate(input.source.uri, input.vmUuid, input.target.uri, {
+            ...(input.bandwidthMiBps !== null ? { bandwidthMiBps: input.bandwidthMiBps } : {}),
+            clientTimeoutMs: input.clientTimeoutMs,
+            signal: client.signal,
+          })
+          .then(
+            () => (outcome = { ok: true }),
+            (err: unknown) => (outcome = { ok: false, err }),
+          );
+        try {
+          let lastSignal = 0;
+          while (outcome === null) {
+            await Promise.race([migration, sleep(jobPollMs, ctx.cancellationSignal)]);
+            if (ctx.cancellationSignal.aborted) throw new CancelledFailure('migration activity cancelled');
+            if (outcome !== null) break;
+            const job = await hv.jobInfo(input.source.uri, input.vmUuid).catch(() => null);
+            if (job === null || !ACTIVE_JOB_TYPES.has(job.type)) continue;
+            const stats = migrationStats(job);
+            beat({ ...started, stats });
+            if (Date.now() - lastSignal >= signalEveryMs) {
+              lastSignal = Date.now();
+              await report({ migration: stats });
+            }
+          }
+        } finally {
+          ctx.cancellationSignal.removeEventListener('abort', onCancel);
+        }
+        const result = outcome as { ok: true } | { ok: false; err: unknown };
+        if (!result.ok) {
+          // virsh failed: believe libvirt's account of where the VM is, not the client's exit status.
+          const where = await locate(input.source, input.target, input.vmUuid);
+          if (where.location === 'target') return completedStats(input.target, input.vmUuid);
+          const why = result.err instanceof Error ? result.err.message : String(result.err);
+          throw nonRetryable(FailureType.MigrationFailed, `libvirt's migration of ${input.vmUuid} failed: ${why}`);
+        }
+        return completedStats(input.target, input.vmUuid);
+      });
+
+      async function monitorJob(first: JobInfo, startedBy: number | null): Promise<void> {
+        let job = first;
+        while (ACTIVE_JOB_TYPES.has(job.type)) {
+          beat({ startedByAttempt: startedBy, stats: migrationStats(job) });
+          await sleep(jobPollMs, ctx.cancellationSignal);
+          if (ctx.cancellationSignal.aborted) throw new CancelledFailure('migration activity cancelled');
+          job = await hv.jobInfo(input.source.uri, input.vmUuid);
+        }
+      }
+    },
+
+    /** Timeout / cancel: abort libvirt's job (if any), wait until it has ended, then say where the VM is. */
+    async abortMigration(input: LocateInput): Promise<LocateResult> {
+      const ctx = Context.current();
+      return guarded(async () => {
+        for (;;) {
+          ctx.heartbeat();
+          const job = await hv.jobInfo(input.source.uri, input.vmUuid).catch((err: unknown) => {
+            if (err instanceof LibvirtError && err.kind === 'not-found') return null;
+            throw err;
+          });
+          if (job === null || !ACTIVE_JOB_TYPES.has(job.type)) break;
+          await hv.abortJob(input.source.uri, input.vmUuid);
+          await sleep(500);
+        }
+        return locate(input.source, input.target, input.vmUuid);
+      });
+    },
+
+    /** Step 6 (and every compensation): where does libvirt say the VM runs? */
+    async locateVm(input: LocateInput): Promise<LocateResult> {
+      return guarded(() => locate(input.source, input.target, input.vmUuid));
+    },
+
+    // ---- compensation on the target: each refuses to act if the VM runs there ----
+
+    async deleteDisk(input: TargetStorageInput & { name: string }): Promise<void> {
+      return guarded(async () => {
+        await assertNotRunningOn(input.target, input.vmUuid, `delete volume ${input.name}`);
+        await hv.deleteVolume(input.target.uri, input.pool, input.name);
+      });
+    },
+
+    async stopStoragePool(input: TargetStorageInput): Promise<void> {
+      return guarded(async () => {
+        await assertNotRunningOn(input.target, input.vmUuid, `stop pool ${input.pool}`);
+        await hv.stopPool(input.target.uri, input.pool);
+      });
+    },
+
+    async removeStorageDirectory(input: TargetStorageInput): Promise<void> {
+      return guarded(async () => {
+        await assertNotRunningOn(input.target, input.vmUuid, `remove the storage directory of pool ${input.pool}`);
+        await hv.removeStorageDirectory(input.target.uri, input.pool);
+      });
+    },
+
+    // ---- inventory ----
+
+    /** Puts the VM's inventory record where libvirt says it is (compensation does this first). */
+    async setVmPlacement(input: { vmUuid: string; host: string; state: VmState }): Promise<void> {
+      return guarded(() => inventory.setVmPlacement(input.vmUuid, input.host, input.state));
+    },
+
+    async releaseClaim(input: { vmUuid: string; workflowId: string }): Promise<void> {
+      return guarded(() => inventory.releaseClaim(input.vmUuid, input.workflowId));
+    },
+
+    /**
+     * The claim step did not answer: if it claimed a target for this workflow after all, put the VM back to
+     * `running` on its source and drop the claim. A claim of another workflow is never touched.
+     */
+    async abandonClaim(input: { vmUuid: string; workflowId: string; sourceHost: string }): Promise<void> {
+      return guarded(async () => {
+        const claim = await inventory.getClaim(input.vmUuid);
+        if (claim === null || claim.workflowId !== input.workflowId) return;
+        await inventory.setVmPlacement(input.vmUuid, input.sourceHost, 'running');
+        await inventory.releaseClaim(input.vmUuid, input.workflowId);
+      });
+    },
+
+    /** Success bookkeeping: the VM runs on the target; its claim is released. */
+    async recordVmMoved(input: { vmUuid: string; target: string; workflowId: string }): Promise<void> {
+      return guarded(async () => {
+        await inventory.setVmPlacement(input.vmUuid, input.target, 'running');
+        await inventory.releaseClaim(input.vmUuid, input.workflowId);
+      });
+    },
+
+    /** Removes the VM's old disks, and its pool + directory when nothing else is in them, from the source. */
+    async cleanSource(input: CleanSourceInput): Promise<CleanSourceResult> {
+      return guarded(async () => {
+        const removed: string[] = [];
+        const warnings: string[] = [];
+        const dom = await hv.getDomain(input.source.uri, input.vmUuid);
+        if (dom !== null) {
+          warnings.push(`${input.source.name} still has domain ${input.vmUuid} (${dom.state}); its storage was left in place`);
+          return { removed, warnings };
+        }
+        const pools = new Set<string>();
+        for (const disk of input.disks) {
+          const pool = await hv.poolOfVolume(input.source.uri, disk.path);
+          if (pool === null) {
+            // Already deleted by an earlier attempt, or not in any libvirt pool.
+            continue;
+          }
+          pools.add(pool);
+          if (await hv.deleteVolume(input.source.uri, pool, disk.name)) removed.push(disk.path);
+        }
+        for (const pool of pools) {
+          const info = (await hv.listPools(input.source.uri)).find((p) => p.name === pool);
+          if (!info || info.path !== input.storageDir) continue; // a shared pool: keep it
+          const left = await hv.listVolumes(input.source.uri, pool);
+          if (left.length > 0) {
+            warnings.push(`${input.storageDir} on ${input.source.name} still holds ${left.map((v) => v.name).join(', ')}; kept`);
+            continue;
+          }
+          await hv.removeStorageDirectory(input.source.uri, pool);
+          removed.push(input.storageDir);
+        }
+        return { removed, warnings };
+      });
+    },
+
+    /** Re-measures free storage etc. of hosts whose usage just changed. Best effort. */
+    async refreshHostCapacity(input: { hosts: string[] }): Promise<void> {
+      for (const name of input.hosts) {
+        try {
+          const host = await inventory.getHost(name);
+          if (!host) continue;
+          const cap = await hv.hostCapacity(host.uri, host.storageRoot);
+          await inventory.updateHostCapacity(name, {
+            memoryMiB: Math.floor(cap.memoryKiB / 1024),
+            vcpus: cap.cpus,
+            storageFreeBytes: cap.storage?.availableBytes ?? host.storageFreeBytes,
+          });
+        } catch {
+          // The next `ferry inventory sync` corrects it.
+        }
+      }
+    },
+
+    async recordHistory(row: HistoryRecord): Promise<void> {
+      return guarded(async () => {
+        await inventory.recordHistory(row);
+      });
+    },
+  };
+}
+
+export type FerryActivities = ReturnType<typeof createActivities>;
+
+/** Differences between the inventory's disks and libvirt's, in words. */
+export function compareDisks(known: DiskRecord[], dom: DomainInfo): string[] {
+  const problems: string[] = [];
+  const actual = new Map(dom.disks.map((d) => [d.target, d]));
+  for (const k of known) {
+    const a = actual.get(k.target);
+    if (!a) {
+      problems.push(`${k.target} (${k.path}) is not attached`);
+      continue;
+    }
+    actual.delete(k.target);
+    if (a.path !== k.path) problems.push(`${k.target} is ${a.path}, inventory says ${k.path}`);
+    if (a.capacityBytes !== k.sizeBytes) problems.push(`${k.target} has ${a.capacityBytes} bytes, inventory says ${k.sizeBytes}`);
+    if (a.format !== k.format) problems.push(`${k.target} is ${a.format}, inventory says ${k.format}`);
+  }
+  for (const a of actual.values()) problems.push(`${a.target} (${a.path}) is attached but not in the inventory`);
+  return problems;
+}
+
+/**
+ * Ferry migrates disks into the same path on the target, so a VM's disks must share one directory of its
+ * own strictly under the host's storage root (e.g. <root>/<uuid>/disk0.qcow2). Returns that directory.
+ */
+export function checkStorageLayout(vmName: string, disks: DiskRecord[], storageRoot: string): string {
+  if (disks.length === 0) {
+    throw nonRetryable(FailureType.UnsupportedVm, `VM ${vmName} has no file-backed disks; Ferry migrates VMs with local disks`);
+  }
+  const dirs = new Set(disks.map((d) => dirnameOf(d.path)));
+  const [dir] = [...dirs];
+  if (dirs.size !== 1 || dir === undefined) {
+    throw nonRetryable(
+      FailureType.UnsupportedVm,
+      `the disks of ${vmName} are spread over ${[...dirs].join(', ')}; Ferry needs them in one per-VM directory`,
+    );
+  }
+  if (!isStrictlyInside(dir, storageRoot) || dirnameOf(dir) !== storageRoot.replace(/\/+$/, '')) {
+    throw nonRetryable(
+      FailureType.UnsupportedVm,
+      `the disks of ${vmName} live in ${dir}, which is not a per-VM directory directly under the storage root ${storageRoot}`,
+    );
+  }
+  for (const d of disks) {
+    if (!isVolumeName(d.name) || basenameOf(d.path) !== d.name) {
+      throw nonRetryable(FailureType.UnsupportedVm, `disk ${d.path} of ${vmName} has an unsafe or inconsistent volume name "${d.name}"`);
+    }
+  }
+  return dir;
+}

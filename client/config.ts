@@ -1,0 +1,45 @@
+/**
+ * Where Ferry keeps its state and how it reaches Temporal. Environment first, then defaults.
+ *
+ *   FERRY_HOME         state directory (inventory, dev server database, lab), default ~/.ferry
+ *   FERRY_INVENTORY    inventory location: a SQLite file path (default $FERRY_HOME/inventory.db)
+ *   FERRY_TASK_QUEUE   task queue of the worker, default "ferry"
+ *   TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* (and a TOML profile):
+ *                      read by @temporalio/envconfig; default localhost:7233, namespace "default"
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { loadClientConnectConfig } from '@temporalio/envconfig';
+import type { NativeConnectionOptions } from '@temporalio/worker';
+
+export const DEFAULT_TASK_QUEUE = 'ferry';
+
+export function ferryHome(): string {
+  return process.env.FERRY_HOME ?? path.join(os.homedir(), '.ferry');
+}
+
+export function inventoryLocation(): string {
+  return process.env.FERRY_INVENTORY ?? path.join(ferryHome(), 'inventory.db');
+}
+
+export function taskQueue(): string {
+  return process.env.FERRY_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;
+}
+
+export interface TemporalTarget {
+  connectionOptions: NativeConnectionOptions;
+  namespace: string;
+}
+
+/** Temporal connection from the standard TEMPORAL_* environment (mTLS and API keys included). */
+export function temporalTarget(): TemporalTarget {
+  const cfg = loadClientConnectConfig();
+  const connectionOptions: NativeConnectionOptions = { ...cfg.connectionOptions };
+  if (!connectionOptions.address) connectionOptions.address = 'localhost:7233';
+  return { connectionOptions, namespace: cfg.namespace ?? 'default' };
+}
+
+/** The address only, for messages (never credentials). */
+export function describeTarget(t: TemporalTarget): string {
+  return `${t.connectionOptions.address} (namespace ${t.namespace})`;
+}

@@ -1,0 +1,206 @@
+/**
+ * Ferry's typed client: start, await, query and cancel live migrations from any Node program.
+ * The `ferry` CLI is built on it.
+ *
+ *   const ferry = await FerryClient.connect();
+ *   const handle = await ferry.startMigration({ sourceHost: '10.213.77.11', vmName: 'vm1', vmUuid: '…' });
+ *   console.log(await handle.progress());
+ *   const outcome = await handle.outcome();   // { status: 'migrated' | 'aborted' | 'timed-out' | 'cancelled' | 'failed', … }
+ */
+import {
+  CancelledFailure,
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { ApplicationFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
+import type { MigrationProgress, MigrationReport } from '../common/migration';
+import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
+import { migrationWorkflowId } from '../common/names';
+import { InputError, validateMigrationInput, type LiveMigrationInput } from '../common/validation';
+import { describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
+
+export type { LiveMigrationInput, LiveMigrationOptions } from '../common/validation';
+export type { MigrationProgress, MigrationReport, Artifact, Phase } from '../common/migration';
+export { InputError } from '../common/validation';
+export { migrationWorkflowId } from '../common/names';
+
+/** Workflow type names, as the Web UI's start form wants them. */
+export const WORKFLOW_TYPES = { liveMigration: 'liveMigration' } as const;
+
+/** The migration was refused before anything changed (bad input, unknown VM, no target, VM busy). */
+export class MigrationRejectedError extends Error {
+  override readonly name = 'MigrationRejectedError';
+  constructor(
+    readonly type: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Another migration of this VM is running (workflow IDs derive from the VM UUID). */
+export class MigrationAlreadyRunningError extends MigrationRejectedError {
+  constructor(
+    readonly vmUuid: string,
+    readonly workflowId: string,
+  ) {
+    super(
+      FailureType.VmBusy,
+      `VM ${vmUuid} is already being migrated (workflow ${workflowId}): follow it with \`ferry status ${vmUuid}\` or stop it with \`ferry cancel ${vmUuid}\``,
+    );
+  }
+}
+
+export type MigrationOutcome = MigrationReport;
+
+export class MigrationHandle {
+  constructor(readonly workflow: WorkflowHandle) {}
+
+  get workflowId(): string {
+    return this.workflow.workflowId;
+  }
+
+  /** Phase, target, artifacts, create-task attempts, live job statistics. */
+  progress(): Promise<MigrationProgress> {
+    return this.workflow.query<MigrationProgress>('progress');
+  }
+
+  /** Whether the workflow is still running. */
+  async isRunning(): Promise<boolean> {
+    const d = await this.workflow.describe();
+    return d.status.name === 'RUNNING';
+  }
+
+  /**
+   * Waits for the end. Resolves with the report for every compensated ending too (status aborted /
+   * timed-out / cancelled / failed); rejects with MigrationRejectedError when the request was refused
+   * before anything changed, and with the underlying error when Temporal itself fails.
+   */
+  async outcome(): Promise<MigrationOutcome> {
+    try {
+      return (await this.workflow.result()) as MigrationReport;
+    } catch (err) {
+      if (err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure && !err.cause.details?.length) {
+        // Cancelled workflows carry no result details; the workflow leaves its report in the memo.
+        const memo = (await this.workflow.describe()).memo as { report?: MigrationReport } | undefined;
+        if (memo?.report) return memo.report;
+      }
+      return outcomeOfFailure(err);
+    }
+  }
+
+  /** Operator cancel (Temporal cancellation): the workflow compensates, then ends cancelled. */
+  async cancel(): Promise<void> {
+    await this.workflow.cancel();
+  }
+
+  /** Operator cancel by signal, with a reason recorded in the history. */
+  async cancelWithReason(reason: string): Promise<void> {
+    await this.workflow.signal('cancel', { reason });
+  }
+}
+
+export function outcomeOfFailure(err: unknown): MigrationOutcome {
+  if (!(err instanceof WorkflowFailedError)) throw err;
+  const cause = err.cause;
+  if (cause instanceof ApplicationFailure || cause instanceof CancelledFailure) {
+    const report = cause.details?.[0] as MigrationReport | undefined;
+    if (report && typeof report === 'object' && 'status' in report) return report;
+    const type = cause instanceof ApplicationFailure ? (cause.type ?? 'Error') : FailureType.MigrationCancelled;
+    if (BAD_INPUT_FAILURES.includes(type)) throw new MigrationRejectedError(type, cause.message);
+    if (cause instanceof CancelledFailure) throw new MigrationRejectedError(FailureType.MigrationCancelled, cause.message);
+    throw new Error(`migration failed: ${cause.message}`);
+  }
+  if (cause instanceof TerminatedFailure) throw new Error(`the migration workflow was terminated: ${cause.message}`);
+  if (cause instanceof TimeoutFailure) throw new Error(`the migration workflow timed out: ${cause.message}`);
+  throw err;
+}
+
+export interface FerryClientOptions {
+  /** Defaults to the standard TEMPORAL_* environment (see client/config.ts). */
+  target?: TemporalTarget;
+  taskQueue?: string;
+}
+
+export class FerryClient {
+  constructor(
+    readonly client: Client,
+    readonly taskQueue: string,
+    private readonly ownsConnection: boolean,
+  ) {}
+
+  static async connect(opts: FerryClientOptions = {}): Promise<FerryClient> {
+    const target = opts.target ?? temporalTarget();
+    const c = target.connectionOptions;
+    let connection: Connection;
+    try {
+      connection = await Connection.connect({
+        ...(c.address !== undefined ? { address: c.address } : {}),
+        ...(c.tls !== undefined ? { tls: c.tls } : {}),
+        ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
+        ...(c.metadata !== undefined ? { metadata: c.metadata } : {}),
+        connectTimeout: '5s',
+      });
+    } catch (err) {
+      throw new Error(
+        `cannot reach Temporal at ${describeTarget(target)}: ${(err as Error).message}. Start it with \`ferry dev up\` or set TEMPORAL_ADDRESS`,
+      );
+    }
+    const client = new Client({ connection, namespace: target.namespace });
+    return new FerryClient(client, opts.taskQueue ?? taskQueue(), true);
+  }
+
+  /** Wraps an existing Temporal client (tests, programs that already have one). */
+  static fromClient(client: Client, queue = taskQueue()): FerryClient {
+    return new FerryClient(client, queue, false);
+  }
+
+  /**
+   * Validates (throws InputError on bad input, before anything is started) and starts the workflow
+   * with ID `ferry-migrate-<uuid>`; a second start while one runs throws MigrationAlreadyRunningError.
+   */
+  async startMigration(input: LiveMigrationInput): Promise<MigrationHandle> {
+    const request = validateMigrationInput(input);
+    const workflowId = migrationWorkflowId(request.vmUuid);
+    try {
+      const handle = await this.client.workflow.start('liveMigration', {
+        taskQueue: this.taskQueue,
+        workflowId,
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+      });
+      return new MigrationHandle(handle);
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new MigrationAlreadyRunningError(request.vmUuid, workflowId);
+      }
+      throw err;
+    }
+  }
+
+  /** Starts and waits for the outcome. */
+  async migrate(input: LiveMigrationInput): Promise<MigrationOutcome> {
+    return (await this.startMigration(input)).outcome();
+  }
+
+  /** The latest migration of a VM (running or finished); throws WorkflowNotFoundError if it never ran. */
+  async getMigration(vmUuid: string): Promise<MigrationHandle> {
+    const handle = this.client.workflow.getHandle(migrationWorkflowId(vmUuid));
+    await handle.describe();
+    return new MigrationHandle(handle);
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsConnection) await this.client.connection.close();
+  }
+}
+
+export { WorkflowNotFoundError };
+export function isInputError(err: unknown): err is InputError {
+  return err instanceof InputError;
+}

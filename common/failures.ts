@@ -1,0 +1,38 @@
+/**
+ * Names of the failure types Ferry raises (Temporal ApplicationFailure `type`). Shared by the workflow,
+ * the activities and the client, so that callers can tell bad input from a compensated abort.
+ */
+export const FailureType = {
+  /** The workflow input is malformed. Nothing was created, nothing changed. */
+  InvalidInput: 'InvalidInput',
+  /** The VM is unknown, does not match its name/UUID/source, or libvirt disagrees with the inventory. */
+  VmNotFound: 'VmNotFound',
+  VmMismatch: 'VmMismatch',
+  /** The VM's storage layout cannot be migrated by Ferry (see README: storage layout). */
+  UnsupportedVm: 'UnsupportedVm',
+  /** No host passed placement (or the given target did not). Nothing was created. */
+  NoTargetHost: 'NoTargetHost',
+  /** Another migration of this VM is in flight. */
+  VmBusy: 'VmBusy',
+  /** A create task on the target failed `threshold` times; compensated. */
+  CreateTaskFailed: 'CreateTaskFailed',
+  /** The migration did not finish before its deadline; the job was aborted and compensated. */
+  MigrationTimedOut: 'MigrationTimedOut',
+  /** libvirt's migration job failed; compensated. */
+  MigrationFailed: 'MigrationFailed',
+  /** An operator cancelled the migration; compensated. */
+  MigrationCancelled: 'MigrationCancelled',
+  /** A compensation step refused to act because it would harm a running VM. */
+  UnsafeCleanup: 'UnsafeCleanup',
+} as const;
+export type FailureType = (typeof FailureType)[keyof typeof FailureType];
+
+/** Failure types that mean "the request itself is wrong" (CLI exit code 2). */
+export const BAD_INPUT_FAILURES: readonly string[] = [
+  FailureType.InvalidInput,
+  FailureType.VmNotFound,
+  FailureType.VmMismatch,
+  FailureType.UnsupportedVm,
+  FailureType.NoTargetHost,
+  FailureType.VmBusy,
+];

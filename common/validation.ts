@@ -1,0 +1,174 @@
+/**
+ * Validation of the liveMigration input (step 1 of the workflow, also run by the client before it starts one).
+ * Pure and deterministic: safe inside the workflow sandbox.
+ */
+import { z } from 'zod';
+import { parseDuration } from './durations';
+import { isHostRef, isUuid, isVmName } from './names';
+
+// The workflow sandbox forbids nothing here, but code generation is not needed: keep zod on its plain path.
+z.config({ jitless: true });
+
+export const DEFAULT_CREATE_ATTEMPTS = 3;
+export const MAX_CREATE_ATTEMPTS = 10;
+/** KubeVirt's completion timeout per GiB of data (RAM + disks); Nova uses 800 s. */
+export const DEFAULT_TIMEOUT_PER_GIB_MS = 150_000;
+export const DEFAULT_TIMEOUT_FLOOR_MS = 120_000;
+export const MIN_TIMEOUT_MS = 1_000;
+export const MAX_TIMEOUT_MS = 24 * 3_600_000;
+export const DEFAULT_CREATE_RETRY_INTERVAL_MS = 1_000;
+export const MAX_BANDWIDTH_MIBPS = 100_000;
+
+/** The workflow's single argument, as the CLI, the client and the Web UI's start form pass it. */
+export interface LiveMigrationInput {
+  /** Address (or inventory name) of the host the VM runs on. */
+  sourceHost: string;
+  vmName: string;
+  vmUuid: string;
+  /** Fixed target host (name or address); it is still checked. */
+  targetHost?: string;
+  /** Failure threshold of each create task = its retry policy's maximumAttempts. Default 3. */
+  createAttempts?: number;
+  /** Migration deadline, e.g. "90s", "10m". Default: max(floor, per-GiB × (memory + disks)). */
+  timeout?: string;
+  /** Migration bandwidth limit in MiB/s. Default: unlimited. */
+  bandwidthMiBps?: number;
+  options?: LiveMigrationOptions;
+}
+
+export interface LiveMigrationOptions {
+  /** Leave the source's disks, pool and directory in place after success. Default false. */
+  keepSourceStorage?: boolean;
+  /** First retry interval of the create tasks (doubles each retry, at most 30 s). Default "1s". */
+  createRetryInterval?: string;
+  /** Default-timeout parameters. Defaults "150s" per GiB, floor "2m". */
+  timeoutPerGiB?: string;
+  timeoutFloor?: string;
+}
+
+/** The validated, normalised request the workflow works with. */
+export interface MigrationRequest {
+  sourceHost: string;
+  vmName: string;
+  vmUuid: string;
+  targetHost: string | null;
+  createAttempts: number;
+  /** null: derive from the VM's size once its disks are known. */
+  timeoutMs: number | null;
+  bandwidthMiBps: number | null;
+  keepSourceStorage: boolean;
+  createRetryIntervalMs: number;
+  timeoutPerGiBMs: number;
+  timeoutFloorMs: number;
+}
+
+function duration(what: string, minMs: number, maxMs: number) {
+  return z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === null) {
+      ctx.addIssue({ code: 'custom', message: `${what} "${text}" is not a duration like "90s", "10m" or "1h30m"` });
+      return z.NEVER;
+    }
+    if (ms < minMs || ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `${what} ${text} is out of range (${minMs / 1000} s to ${maxMs / 1000} s)` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+const hostRef = (what: string) =>
+  z
+    .string({ error: `${what} must be a host name or address` })
+    .refine(isHostRef, { message: `${what} must be a host name or address (letters, digits, ".", "-", "_", ":")` });
+
+const schema = z
+  .strictObject({
+    sourceHost: hostRef('sourceHost'),
+    vmName: z.string({ error: 'vmName must be a string' }).refine(isVmName, {
+      message: 'vmName must be 1-64 characters of letters, digits, "_", "." and "-", starting with a letter or digit',
+    }),
+    vmUuid: z
+      .string({ error: 'vmUuid must be a string' })
+      .refine(isUuid, { message: 'vmUuid must be a UUID like 6f1c0b5e-8d2a-4c11-9a5e-2b7d3c4e5f60' }),
+    targetHost: hostRef('targetHost').optional(),
+    createAttempts: z
+      .number({ error: 'createAttempts must be a whole number' })
+      .int('createAttempts must be a whole number')
+      .min(1, 'createAttempts must be at least 1')
+      .max(MAX_CREATE_ATTEMPTS, `createAttempts must be at most ${MAX_CREATE_ATTEMPTS}`)
+      .optional(),
+    timeout: duration('timeout', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS).optional(),
+    bandwidthMiBps: z
+      .number({ error: 'bandwidthMiBps must be a whole number of MiB/s' })
+      .int('bandwidthMiBps must be a whole number of MiB/s')
+      .min(1, 'bandwidthMiBps must be at least 1')
+      .max(MAX_BANDWIDTH_MIBPS, `bandwidthMiBps must be at most ${MAX_BANDWIDTH_MIBPS}`)
+      .optional(),
+    options: z
+      .strictObject({
+        keepSourceStorage: z.boolean().optional(),
+        createRetryInterval: duration('options.createRetryInterval', 100, 300_000).optional(),
+        timeoutPerGiB: duration('options.timeoutPerGiB', 1_000, 3_600_000).optional(),
+        timeoutFloor: duration('options.timeoutFloor', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS).optional(),
+      })
+      .optional(),
+  })
+  .refine((v) => v.targetHost === undefined || v.targetHost !== v.sourceHost, {
+    message: 'targetHost is the source host: a VM cannot be migrated to the host it runs on',
+    path: ['targetHost'],
+  });
+
+export class InputError extends Error {
+  override readonly name = 'InputError';
+  constructor(readonly problems: string[]) {
+    super(`invalid migration request: ${problems.join('; ')}`);
+  }
+}
+
+/** Validates and normalises; throws InputError listing every problem. */
+export function validateMigrationInput(input: unknown): MigrationRequest {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InputError([
+      'the input must be one JSON object like {"sourceHost": "10.0.0.11", "vmName": "vm1", "vmUuid": "…"}',
+    ]);
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new InputError(
+      parsed.error.issues.map((i) => {
+        const where = i.path.length > 0 ? i.path.join('.') : '';
+        if (i.code === 'unrecognized_keys') {
+          const keys = i.keys.map((k) => (where ? `${where}.${k}` : k));
+          return `unknown option${keys.length > 1 ? 's' : ''} ${keys.join(', ')}`;
+        }
+        if (i.code === 'invalid_type' && i.input === undefined) return `${where} is required`;
+        return i.message.startsWith(where) || where === '' ? i.message : `${where}: ${i.message}`;
+      }),
+    );
+  }
+  const v = parsed.data;
+  return {
+    sourceHost: v.sourceHost,
+    vmName: v.vmName,
+    vmUuid: v.vmUuid.toLowerCase(),
+    targetHost: v.targetHost ?? null,
+    createAttempts: v.createAttempts ?? DEFAULT_CREATE_ATTEMPTS,
+    timeoutMs: v.timeout ?? null,
+    bandwidthMiBps: v.bandwidthMiBps ?? null,
+    keepSourceStorage: v.options?.keepSourceStorage ?? false,
+    createRetryIntervalMs: v.options?.createRetryInterval ?? DEFAULT_CREATE_RETRY_INTERVAL_MS,
+    timeoutPerGiBMs: v.options?.timeoutPerGiB ?? DEFAULT_TIMEOUT_PER_GIB_MS,
+    timeoutFloorMs: v.options?.timeoutFloor ?? DEFAULT_TIMEOUT_FLOOR_MS,
+  };
+}
+
+/** Default migration deadline: per-GiB of (memory + disk virtual sizes), never below the floor. */
+export function defaultMigrationTimeoutMs(
+  dataBytes: number,
+  perGiBMs = DEFAULT_TIMEOUT_PER_GIB_MS,
+  floorMs = DEFAULT_TIMEOUT_FLOOR_MS,
+): number {
+  const gib = dataBytes / 1024 ** 3;
+  return Math.min(MAX_TIMEOUT_MS, Math.max(floorMs, Math.ceil(gib * perGiBMs)));
+}

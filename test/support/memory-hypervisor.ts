@@ -1,0 +1,314 @@
+/**
+ * TEST DOUBLE: an in-memory model of a few libvirt hosts (domains, dir pools, volumes, migration jobs)
+ * behind the Hypervisor port, with fault injection. Only for workflow-logic tests; the real lab tests use
+ * VirshHypervisor against real libvirt/QEMU.
+ */
+import type { DiskFormat } from '../../common/types';
+import { LibvirtError, type LibvirtErrorKind } from '../../hypervisor/errors';
+import type { DomainInfo, HostCapacity, Hypervisor, JobInfo, MigrateOptions, PoolInfo, VolumeInfo } from '../../hypervisor/port';
+
+interface MemVolume {
+  name: string;
+  capacityBytes: number;
+  format: DiskFormat;
+}
+interface MemPool {
+  name: string;
+  path: string;
+  active: boolean;
+  built: boolean;
+  volumes: Map<string, MemVolume>;
+}
+interface MemJob {
+  startedAt: number;
+  durationMs: number;
+  targetUri: string;
+  aborted: boolean;
+  settle: (err?: Error) => void;
+}
+export interface MemHost {
+  uri: string;
+  hostname: string;
+  up: boolean;
+  domains: Map<string, DomainInfo>;
+  pools: Map<string, MemPool>;
+  /** Directories that exist (built pools and anything else). */
+  dirs: Set<string>;
+  jobs: Map<string, MemJob>;
+  completed: Map<string, JobInfo>;
+}
+
+export type FaultMethod = keyof Hypervisor;
+interface Fault {
+  method: FaultMethod;
+  uri?: string;
+  remaining: number; // Infinity = always
+  kind: LibvirtErrorKind;
+  message: string;
+}
+
+export class MemoryHypervisor implements Hypervisor {
+  readonly hosts = new Map<string, MemHost>();
+  readonly calls: { method: FaultMethod; uri: string; args: unknown[] }[] = [];
+  private faults: Fault[] = [];
+  /** How long a simulated migration job runs. */
+  migrationMs = 300;
+
+  addHost(uri: string, hostname: string): MemHost {
+    const h: MemHost = {
+      uri,
+      hostname,
+      up: true,
+      domains: new Map(),
+      pools: new Map(),
+      dirs: new Set(['/var/lib/libvirt/images/ferry']),
+      jobs: new Map(),
+      completed: new Map(),
+    };
+    this.hosts.set(uri, h);
+    return h;
+  }
+
+  /** A running VM with its disks in <dir>/<name>, in pool `pool` on `uri`. */
+  addVm(uri: string, vm: { uuid: string; name: string; memoryMiB: number; vcpus: number; dir: string; pool: string; disks: { name: string; target: string; sizeBytes: number; format: DiskFormat }[] }): void {
+    const h = this.host(uri);
+    const pool: MemPool = { name: vm.pool, path: vm.dir, active: true, built: true, volumes: new Map() };
+    for (const d of vm.disks) pool.volumes.set(d.name, { name: d.name, capacityBytes: d.sizeBytes, format: d.format });
+    h.pools.set(vm.pool, pool);
+    h.dirs.add(vm.dir);
+    h.domains.set(vm.uuid, {
+      uuid: vm.uuid,
+      name: vm.name,
+      state: 'running',
+      stateReason: 'booted',
+      persistent: true,
+      memoryKiB: vm.memoryMiB * 1024,
+      vcpus: vm.vcpus,
+      disks: vm.disks.map((d) => ({ target: d.target, path: `${vm.dir}/${d.name}`, format: d.format, capacityBytes: d.sizeBytes })),
+    });
+  }
+
+  /** Makes the next `times` calls of `method` (optionally on one host) fail with a libvirt error. */
+  fail(method: FaultMethod, times: number, opts: { uri?: string; kind?: LibvirtErrorKind; message?: string } = {}): void {
+    this.faults.push({
+      method,
+      ...(opts.uri !== undefined ? { uri: opts.uri } : {}),
+      remaining: times,
+      kind: opts.kind ?? 'connection',
+      message: opts.message ?? `injected ${opts.kind ?? 'connection'} failure of ${method}`,
+    });
+  }
+
+  clearFaults(): void {
+    this.faults = [];
+  }
+
+  callsOf(method: FaultMethod, uri?: string) {
+    return this.calls.filter((c) => c.method === method && (uri === undefined || c.uri === uri));
+  }
+
+  private enter(method: FaultMethod, uri: string, ...args: unknown[]): MemHost {
+    this.calls.push({ method, uri, args });
+    const h = this.host(uri);
+    if (!h.up) throw new LibvirtError('connection', `failed to connect to ${uri}: Connection refused`);
+    const f = this.faults.find((x) => x.method === method && (x.uri === undefined || x.uri === uri) && x.remaining > 0);
+    if (f) {
+      f.remaining -= 1;
+      throw new LibvirtError(f.kind, f.message);
+    }
+    return h;
+  }
+
+  host(uri: string): MemHost {
+    const h = this.hosts.get(uri);
+    if (!h) throw new LibvirtError('connection', `unknown host ${uri}`);
+    return h;
+  }
+
+  private pool(h: MemHost, name: string): MemPool {
+    const p = h.pools.get(name);
+    if (!p) throw new LibvirtError('not-found', `Storage pool not found: no storage pool with matching name '${name}'`);
+    return p;
+  }
+
+  async hostCapacity(uri: string, storageRoot: string): Promise<HostCapacity> {
+    const h = this.enter('hostCapacity', uri, storageRoot);
+    return {
+      hostname: h.hostname,
+      memoryKiB: 16 * 1024 * 1024,
+      cpus: 8,
+      freeMemoryKiB: 8 * 1024 * 1024,
+      storage: { pool: 'ferry-root', path: storageRoot, capacityBytes: 100 * 2 ** 30, availableBytes: 50 * 2 ** 30 },
+    };
+  }
+
+  async ensureStorageRootPool(uri: string, pool: string, storageRoot: string): Promise<void> {
+    this.enter('ensureStorageRootPool', uri, pool, storageRoot);
+  }
+
+  async getDomain(uri: string, uuid: string): Promise<DomainInfo | null> {
+    const h = this.enter('getDomain', uri, uuid);
+    const d = h.domains.get(uuid);
+    return d ? structuredClone(d) : null;
+  }
+
+  async listDomains(uri: string): Promise<DomainInfo[]> {
+    const h = this.enter('listDomains', uri);
+    return [...h.domains.values()].map((d) => structuredClone(d));
+  }
+
+  async createStorageDirectory(uri: string, pool: string, path: string): Promise<void> {
+    const h = this.enter('createStorageDirectory', uri, pool, path);
+    const other = [...h.pools.values()].find((p) => p.path === path && p.name !== pool);
+    if (other) throw new LibvirtError('exists', `pool '${other.name}' already uses ${path}`);
+    const p = h.pools.get(pool) ?? { name: pool, path, active: false, built: false, volumes: new Map() };
+    p.built = true;
+    h.pools.set(pool, p);
+    h.dirs.add(path);
+  }
+
+  async startPool(uri: string, pool: string): Promise<void> {
+    const h = this.enter('startPool', uri, pool);
+    this.pool(h, pool).active = true;
+  }
+
+  async recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat): Promise<void> {
+    const h = this.enter('recreateVolume', uri, pool, name, capacityBytes, format);
+    const p = this.pool(h, pool);
+    if (!p.active) throw new LibvirtError('invalid', `storage pool '${pool}' is not active`);
+    p.volumes.set(name, { name, capacityBytes, format });
+  }
+
+  async deleteVolume(uri: string, pool: string, name: string): Promise<boolean> {
+    const h = this.enter('deleteVolume', uri, pool, name);
+    const p = h.pools.get(pool);
+    return p ? p.volumes.delete(name) : false;
+  }
+
+  async stopPool(uri: string, pool: string): Promise<void> {
+    const h = this.enter('stopPool', uri, pool);
+    const p = h.pools.get(pool);
+    if (p) p.active = false;
+  }
+
+  async removeStorageDirectory(uri: string, pool: string): Promise<void> {
+    const h = this.enter('removeStorageDirectory', uri, pool);
+    const p = h.pools.get(pool);
+    if (!p) return;
+    h.dirs.delete(p.path);
+    h.pools.delete(pool);
+  }
+
+  async listPools(uri: string): Promise<PoolInfo[]> {
+    const h = this.enter('listPools', uri);
+    return [...h.pools.values()].map((p) => ({ name: p.name, path: p.path, active: p.active }));
+  }
+
+  async listVolumes(uri: string, pool: string): Promise<VolumeInfo[]> {
+    const h = this.enter('listVolumes', uri, pool);
+    const p = this.pool(h, pool);
+    return [...p.volumes.values()].map((v) => ({ name: v.name, path: `${p.path}/${v.name}`, capacityBytes: v.capacityBytes }));
+  }
+
+  async poolOfVolume(uri: string, path: string): Promise<string | null> {
+    const h = this.enter('poolOfVolume', uri, path);
+    for (const p of h.pools.values()) {
+      if (p.active && [...p.volumes.keys()].some((v) => `${p.path}/${v}` === path)) return p.name;
+    }
+    return null;
+  }
+
+  async migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void> {
+    const src = this.enter('migrate', sourceUri, uuid, targetUri, opts);
+    const dom = src.domains.get(uuid);
+    if (!dom || dom.state !== 'running') throw new LibvirtError('invalid', `Requested operation is not valid: domain is not running`);
+    const tgt = this.host(targetUri);
+    for (const d of dom.disks) {
+      const dir = d.path.slice(0, d.path.lastIndexOf('/'));
+      const name = d.path.slice(d.path.lastIndexOf('/') + 1);
+      const pool = [...tgt.pools.values()].find((p) => p.path === dir && p.active);
+      if (!pool || !pool.volumes.has(name)) {
+        throw new LibvirtError('failed', `operation failed: pre-created storage ${d.path} missing on ${targetUri}`);
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      const job: MemJob = {
+        startedAt: Date.now(),
+        durationMs: this.migrationMs,
+        targetUri,
+        aborted: false,
+        settle: (err) => {
+          clearTimeout(timer);
+          src.jobs.delete(uuid);
+          if (err) reject(err);
+          else resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        if (!tgt.up) {
+          job.settle(new LibvirtError('connection', 'client socket is closed'));
+          return;
+        }
+        src.domains.delete(uuid);
+        tgt.domains.set(uuid, { ...dom, state: 'running', stateReason: 'migrated' });
+        tgt.completed.set(uuid, completedJob(job.durationMs));
+        job.settle();
+      }, this.migrationMs);
+      src.jobs.set(uuid, job);
+      opts.signal?.addEventListener('abort', () => {
+        // Like virsh with --p2p: killing the client does not stop the job.
+      });
+    });
+  }
+
+  async jobInfo(uri: string, uuid: string): Promise<JobInfo> {
+    const h = this.enter('jobInfo', uri, uuid);
+    const job = h.jobs.get(uuid);
+    if (!job) return emptyJob('none');
+    const elapsed = Date.now() - job.startedAt;
+    const total = 192 * 2 ** 20;
+    const processed = Math.min(total, Math.round((elapsed / job.durationMs) * total));
+    return { ...emptyJob('unbounded'), timeElapsedMs: elapsed, dataTotalBytes: total, dataProcessedBytes: processed, dataRemainingBytes: total - processed, memoryIteration: 1 };
+  }
+
+  async completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null> {
+    const h = this.enter('completedJobInfo', uri, uuid);
+    return h.completed.get(uuid) ?? null;
+  }
+
+  async abortJob(uri: string, uuid: string): Promise<boolean> {
+    const h = this.enter('abortJob', uri, uuid);
+    const job = h.jobs.get(uuid);
+    if (!job) return false;
+    job.aborted = true;
+    job.settle(new LibvirtError('aborted', 'operation aborted: migration out: canceled by client'));
+    return true;
+  }
+}
+
+function emptyJob(type: JobInfo['type']): JobInfo {
+  return {
+    type,
+    operation: type === 'none' ? null : 'Outgoing migration',
+    timeElapsedMs: null,
+    dataTotalBytes: null,
+    dataProcessedBytes: null,
+    dataRemainingBytes: null,
+    memoryTotalBytes: null,
+    memoryProcessedBytes: null,
+    memoryRemainingBytes: null,
+    diskTotalBytes: null,
+    diskProcessedBytes: null,
+    diskRemainingBytes: null,
+    memoryIteration: null,
+    dirtyRatePagesPerSec: null,
+    totalTimeMs: null,
+    downtimeMs: null,
+    raw: {},
+  };
+}
+
+function completedJob(ms: number): JobInfo {
+  const total = 192 * 2 ** 20;
+  return { ...emptyJob('completed'), timeElapsedMs: ms, totalTimeMs: ms, downtimeMs: 25, dataTotalBytes: total, dataProcessedBytes: total, dataRemainingBytes: 0 };
+}

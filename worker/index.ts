@@ -1,0 +1,122 @@
+/**
+ * The Ferry worker: runs the workflows (bundled, sandboxed) and the activities (inventory + libvirt).
+ * `ferry worker` runs it in the foreground; `ferry dev up` runs one in the background.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { temporal } from '@temporalio/proto';
+import { createActivities, type ActivityDeps } from '../activities';
+import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
+import type { ProgressSignal } from '../common/migration';
+import type { Hypervisor } from '../hypervisor/port';
+import { openInventory, type Inventory } from '../inventory';
+import { describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
+
+/** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
+export function workflowsPath(): string {
+  const dir = path.join(__dirname, '..', 'workflows');
+  for (const f of ['index.js', 'index.ts']) {
+    const p = path.join(dir, f);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new Error(`no workflows module in ${dir}`);
+}
+
+/** Registers Ferry's search attributes in the namespace when they are missing (idempotent). */
+export async function ensureSearchAttributes(connection: Connection, namespace: string): Promise<string[]> {
+  const existing = await connection.operatorService.listSearchAttributes({ namespace });
+  const have = new Set(Object.keys(existing.customAttributes ?? {}));
+  const missing = Object.keys(FERRY_SEARCH_ATTRIBUTES).filter((k) => !have.has(k));
+  if (missing.length === 0) return [];
+  const keyword = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+  await connection.operatorService.addSearchAttributes({
+    namespace,
+    searchAttributes: Object.fromEntries(missing.map((k) => [k, keyword])),
+  });
+  return missing;
+}
+
+export interface FerryWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  inventory: Inventory;
+  hypervisor: Hypervisor;
+  /** Client used by activities to send live progress to their workflow. */
+  client?: Client;
+  activityOptions?: Omit<ActivityDeps, 'inventory' | 'hypervisor' | 'signalProgress'>;
+  workerOptions?: Partial<WorkerOptions>;
+}
+
+export async function createFerryWorker(o: FerryWorkerOptions): Promise<Worker> {
+  const client = o.client;
+  const activities = createActivities({
+    inventory: o.inventory,
+    hypervisor: o.hypervisor,
+    ...o.activityOptions,
+    ...(client
+      ? {
+          signalProgress: async (workflowId: string, progress: ProgressSignal) => {
+            await client.workflow.getHandle(workflowId).signal('ferry.progress', progress);
+          },
+        }
+      : {}),
+  });
+  return Worker.create({
+    connection: o.connection,
+    namespace: o.namespace,
+    taskQueue: o.taskQueue,
+    workflowsPath: workflowsPath(),
+    activities,
+    // Cancellation reaches an activity only in a heartbeat response: do not let the SDK hold heartbeats back
+    // for 80 % of the heartbeat timeout, or a timed-out migration would be aborted seconds late.
+    maxHeartbeatThrottleInterval: '1s',
+    ...o.workerOptions,
+  });
+}
+
+/** The real libvirt adapter, loaded only by processes that drive real hosts. */
+async function realHypervisor(): Promise<Hypervisor> {
+  const { VirshHypervisor } = await import('../hypervisor/virsh');
+  return new VirshHypervisor();
+}
+
+/** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
+export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
+  const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const target = opts.target ?? temporalTarget();
+  const c = target.connectionOptions;
+  const connection = await NativeConnection.connect(c);
+  const clientConnection = await Connection.connect({
+    ...(c.address !== undefined ? { address: c.address } : {}),
+    ...(c.tls !== undefined ? { tls: c.tls } : {}),
+    ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
+    ...(c.metadata !== undefined ? { metadata: c.metadata } : {}),
+  });
+  try {
+    const added = await ensureSearchAttributes(clientConnection, target.namespace);
+    if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);
+  } catch (err) {
+    log(`warning: could not check or register search attributes (${(err as Error).message}); register ${Object.keys(FERRY_SEARCH_ATTRIBUTES).join(', ')} as Keyword`);
+  }
+  const inventory = await openInventory(inventoryLocation());
+  const client = new Client({ connection: clientConnection, namespace: target.namespace });
+  const worker = await createFerryWorker({
+    connection,
+    namespace: target.namespace,
+    taskQueue: taskQueue(),
+    inventory,
+    hypervisor: await realHypervisor(),
+    client,
+  });
+  log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(target)}, inventory ${inventoryLocation()}`);
+  try {
+    await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
+  } finally {
+    await inventory.close();
+    await clientConnection.close();
+    await connection.close();
+  }
+}

@@ -1,0 +1,2 @@
+// Every workflow type the Ferry worker runs (this module is the worker's `workflowsPath`).
+export { liveMigration, progressQuery, cancelSignal, progressSignal } from './live-migration';

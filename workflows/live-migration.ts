@@ -1,0 +1,655 @@
+/**
+ * liveMigration: one VM's live migration as a durable workflow.
+ *
+ * The steps, in order, each a named function below:
+ *   1. validateInput          bad input fails at once, non-retryable, nothing created
+ *   2. readVmDisks            the VM's disks from the inventory, cross-checked with libvirt on the source
+ *   3. selectTarget           filter + score + claim a target; the VM becomes "migrating"
+ *   4. createTargetStorage    directory, pool, each disk: one activity each, maximumAttempts = threshold
+ *   5. migrateBeforeDeadline  a timer, then the heartbeating live migration; the timer firing aborts it
+ *   6. finishMigration        ask libvirt where the VM runs, update the inventory, clean the source, history
+ *   7. compensate             on abort / timeout / failure / operator cancel: VM state first, then the
+ *                             target's artifacts in reverse, then the claim; never cancellable, retried until done
+ */
+import {
+  ActivityCancellationType,
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
+  defineQuery,
+  defineSignal,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  sleep,
+  TimeoutFailure,
+  upsertMemo,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { RetryState } from '@temporalio/common';
+import type { FerryActivities } from '../activities';
+import type {
+  Artifact,
+  CompletedMigrationStats,
+  HostRef,
+  LocateResult,
+  MigrationProgress,
+  MigrationReport,
+  Phase,
+  ProgressSignal,
+  VmFacts,
+} from '../common/migration';
+import type { HistoryRecord, MigrationResultKind } from '../common/types';
+import { FailureType } from '../common/failures';
+import { formatDuration } from '../common/durations';
+import { vmPoolName } from '../common/names';
+import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
+import {
+  defaultMigrationTimeoutMs,
+  InputError,
+  validateMigrationInput,
+  type LiveMigrationInput,
+  type MigrationRequest,
+} from '../common/validation';
+
+export type { LiveMigrationInput } from '../common/validation';
+
+// ---- the workflow's interface -------------------------------------------------------------------------
+
+/** Phase, target, created artifacts, attempts per create task, migration progress. */
+export const progressQuery = defineQuery<MigrationProgress>('progress');
+/** Operator cancel by signal (same compensation as a Temporal cancel). */
+export const cancelSignal = defineSignal<[{ reason?: string } | undefined]>('cancel');
+/** Internal: live numbers from the activities (job statistics, create-task retries). */
+export const progressSignal = defineSignal<[ProgressSignal]>('ferry.progress');
+
+// ---- activity options ---------------------------------------------------------------------------------
+
+/** Inventory reads/writes and libvirt reads: quick, a few retries for transient errors. */
+const quick = proxyActivities<FerryActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
+
+/** Compensation and bookkeeping that must happen: retried until done (unlimited attempts). */
+// No maximumAttempts: unlimited.
+const UNTIL_DONE = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' } as const;
+const mustComplete = proxyActivities<FerryActivities>({ startToCloseTimeout: '2m', retry: UNTIL_DONE });
+/** Aborting libvirt's job waits for it to end, heartbeating meanwhile. */
+const aborting = proxyActivities<FerryActivities>({ startToCloseTimeout: '10m', heartbeatTimeout: '30s', retry: UNTIL_DONE });
+
+/** Create tasks: the failure threshold is the retry policy's maximumAttempts. */
+function createTasks(req: MigrationRequest) {
+  return proxyActivities<FerryActivities>({
+    startToCloseTimeout: '1m',
+    retry: {
+      initialInterval: req.createRetryIntervalMs,
+      backoffCoefficient: 2,
+      maximumInterval: '30s',
+      maximumAttempts: req.createAttempts,
+    },
+    // A create task in flight finishes (or fails) before compensation starts: nothing appears behind its back.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  });
+}
+
+function migration(timeoutMs: number) {
+  return proxyActivities<FerryActivities>({
+    startToCloseTimeout: timeoutMs + 10 * 60_000,
+    heartbeatTimeout: '20s',
+    retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+    // Wait until the activity has stopped: a cancelled attempt must not start a copy after we aborted.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  });
+}
+
+// ---- run state ----------------------------------------------------------------------------------------
+
+type Outcome = Exclude<MigrationResultKind, 'migrated'>;
+
+/** A forward step failed: why, and the failure type the workflow ends with after compensating. */
+class StepFailure extends Error {
+  constructor(
+    readonly outcome: Outcome,
+    readonly type: FailureType,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Run {
+  progress: MigrationProgress;
+  request: MigrationRequest | null;
+  vm: VmFacts | null;
+  target: HostRef | null;
+  claimAttempted: boolean;
+  migrationStarted: boolean;
+  timeoutMs: number | null;
+  migrationMs: number | null;
+  phaseStartedAt: number;
+  phaseMs: Record<string, number>;
+  startedAt: number;
+  cancelReason: string | null;
+  cancelledBySignal: boolean;
+}
+
+function setPhase(run: Run, phase: Phase): void {
+  const now = Date.now();
+  const prev = run.progress.phase;
+  run.phaseMs[prev] = (run.phaseMs[prev] ?? 0) + (now - run.phaseStartedAt);
+  run.phaseStartedAt = now;
+  run.progress.phase = phase;
+  run.progress.waitingFor = null;
+  upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
+}
+
+function startRun(input: LiveMigrationInput, forward: CancellationScope): Run {
+  const info = workflowInfo();
+  const loose = (typeof input === 'object' && input !== null ? input : {}) as Partial<LiveMigrationInput>;
+  const run: Run = {
+    progress: {
+      workflowId: info.workflowId,
+      phase: 'validating',
+      vm: { name: String(loose.vmName ?? ''), uuid: String(loose.vmUuid ?? '') },
+      source: String(loose.sourceHost ?? ''),
+      target: null,
+      startedAt: new Date().toISOString(),
+      deadline: null,
+      artifacts: [],
+      createAttempts: {},
+      migration: null,
+      waitingFor: null,
+      lastError: null,
+      cancelRequested: false,
+    },
+    request: null,
+    vm: null,
+    target: null,
+    claimAttempted: false,
+    migrationStarted: false,
+    timeoutMs: null,
+    migrationMs: null,
+    phaseStartedAt: Date.now(),
+    phaseMs: {},
+    startedAt: Date.now(),
+    cancelReason: null,
+    cancelledBySignal: false,
+  };
+  setHandler(progressQuery, () => run.progress);
+  setHandler(cancelSignal, (req) => {
+    if (run.progress.cancelRequested) return;
+    run.progress.cancelRequested = true;
+    run.cancelledBySignal = true;
+    run.cancelReason = req?.reason ?? 'cancelled by operator (signal)';
+    forward.cancel();
+  });
+  setHandler(progressSignal, (p) => {
+    if (p.migration && run.progress.phase === 'migrating') run.progress.migration = p.migration;
+    if (p.createTask) {
+      const { task, attempt } = p.createTask;
+      if (task in run.progress.createAttempts || run.progress.phase === 'creating-storage') {
+        run.progress.createAttempts[task] = Math.max(run.progress.createAttempts[task] ?? 0, attempt);
+      }
+      if (run.progress.phase === 'compensating') {
+        run.progress.waitingFor = `${run.progress.waitingFor?.replace(/ \(attempt \d+\)$/, '') ?? task} (attempt ${attempt})`;
+      }
+    }
+    if (p.waitingFor !== undefined) run.progress.waitingFor = p.waitingFor;
+  });
+  return run;
+}
+
+// ---- the workflow -------------------------------------------------------------------------------------
+
+export async function liveMigration(input: LiveMigrationInput): Promise<MigrationReport> {
+  const forward = new CancellationScope();
+  const run = startRun(input, forward);
+  try {
+    return await forward.run(async () => {
+      const request = validateInput(run, input);
+      const vm = await readVmDisks(run, request);
+      const target = await selectTarget(run, request, vm);
+      await createTargetStorage(run, request, vm, target);
+      const stats = await migrateBeforeDeadline(run, request, vm, target);
+      return await CancellationScope.nonCancellable(() => finishMigration(run, vm, target, stats));
+    });
+  } catch (err) {
+    return await CancellationScope.nonCancellable(() => compensate(run, err));
+  }
+}
+
+// ---- step 1 -------------------------------------------------------------------------------------------
+
+function validateInput(run: Run, input: LiveMigrationInput): MigrationRequest {
+  try {
+    const request = validateMigrationInput(input);
+    run.request = request;
+    run.progress.vm = { name: request.vmName, uuid: request.vmUuid };
+    run.progress.source = request.sourceHost;
+    upsertSearchAttributes([
+      { key: SA_VM_UUID, value: request.vmUuid },
+      { key: SA_VM_NAME, value: request.vmName },
+      { key: SA_SOURCE, value: request.sourceHost },
+    ]);
+    return request;
+  } catch (err) {
+    if (err instanceof InputError) {
+      throw ApplicationFailure.create({
+        type: FailureType.InvalidInput,
+        message: err.message,
+        nonRetryable: true,
+        details: [{ problems: err.problems }],
+      });
+    }
+    throw err;
+  }
+}
+
+// ---- step 2 -------------------------------------------------------------------------------------------
+
+async function readVmDisks(run: Run, request: MigrationRequest): Promise<VmFacts> {
+  setPhase(run, 'reading-vm');
+  const vm = await quick.readVm({ sourceHost: request.sourceHost, vmName: request.vmName, vmUuid: request.vmUuid });
+  run.vm = vm;
+  run.progress.source = vm.source.name;
+  upsertSearchAttributes([{ key: SA_SOURCE, value: vm.source.name }]);
+  return vm;
+}
+
+// ---- step 3 -------------------------------------------------------------------------------------------
+
+async function selectTarget(run: Run, request: MigrationRequest, vm: VmFacts): Promise<HostRef> {
+  setPhase(run, 'selecting-target');
+  run.claimAttempted = true;
+  const { target } = await quick.claimTarget({
+    vm,
+    workflowId: run.progress.workflowId,
+    targetHost: request.targetHost,
+  });
+  run.target = target;
+  run.progress.target = target.name;
+  upsertSearchAttributes([{ key: SA_TARGET, value: target.name }]);
+  return target;
+}
+
+// ---- step 4 -------------------------------------------------------------------------------------------
+
+async function createTargetStorage(run: Run, request: MigrationRequest, vm: VmFacts, target: HostRef): Promise<void> {
+  setPhase(run, 'creating-storage');
+  const tasks = createTasks(request);
+  const pool = vmPoolName(vm.uuid);
+  const base = { target, vmUuid: vm.uuid, pool };
+
+  await createTask(run, request, 'directory', { kind: 'directory', host: target.name, pool, path: vm.storageDir }, () =>
+    tasks.createStorageDirectory({ ...base, path: vm.storageDir }),
+  );
+  await createTask(run, request, 'pool', { kind: 'pool', host: target.name, pool }, () => tasks.createStoragePool(base));
+  for (const disk of vm.disks) {
+    await createTask(run, request, `disk:${disk.name}`, { kind: 'volume', host: target.name, pool, name: disk.name }, () =>
+      tasks.createDisk({ ...base, disk }),
+    );
+  }
+}
+
+/** Records the artifact, runs the task, counts its attempts; a task that exhausts them aborts the migration. */
+async function createTask(
+  run: Run,
+  request: MigrationRequest,
+  task: string,
+  artifact: Artifact,
+  body: () => Promise<{ attempt: number }>,
+): Promise<void> {
+  run.progress.artifacts.push(artifact);
+  run.progress.createAttempts[task] = 1;
+  try {
+    const { attempt } = await body();
+    run.progress.createAttempts[task] = attempt;
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    const attempts = attemptsOf(err, request.createAttempts);
+    run.progress.createAttempts[task] = attempts;
+    const why = rootMessage(err);
+    throw new StepFailure(
+      'aborted',
+      FailureType.CreateTaskFailed,
+      `create task ${task} on ${artifact.host} failed ${attempts} of ${request.createAttempts} allowed attempt${
+        request.createAttempts === 1 ? '' : 's'
+      }: ${why}`,
+    );
+  }
+}
+
+// ---- step 5 -------------------------------------------------------------------------------------------
+
+async function migrateBeforeDeadline(
+  run: Run,
+  request: MigrationRequest,
+  vm: VmFacts,
+  target: HostRef,
+): Promise<CompletedMigrationStats> {
+  setPhase(run, 'migrating');
+  const timeoutMs = request.timeoutMs ?? defaultMigrationTimeoutMs(vm.dataBytes, request.timeoutPerGiBMs, request.timeoutFloorMs);
+  run.timeoutMs = timeoutMs;
+  run.progress.deadline = new Date(Date.now() + timeoutMs).toISOString();
+
+  // The timer first, then the migration; whichever finishes first decides.
+  const timerScope = new CancellationScope();
+  const deadline = timerScope.run(() => sleep(timeoutMs)).then(
+    () => 'deadline' as const,
+    () => 'stopped' as const,
+  );
+  const migrateScope = new CancellationScope();
+  run.migrationStarted = true;
+  const started = Date.now();
+  const copy = migrateScope
+    .run(() =>
+      migration(timeoutMs).migrateVm({
+        source: vm.source,
+        target,
+        vmUuid: vm.uuid,
+        bandwidthMiBps: request.bandwidthMiBps,
+        pool: vmPoolName(vm.uuid),
+        disks: vm.disks,
+        clientTimeoutMs: timeoutMs + 5 * 60_000,
+      }),
+    )
+    .then(
+      (stats) => ({ ok: true as const, stats }),
+      (err: unknown) => ({ ok: false as const, err }),
+    );
+
+  const first = await Promise.race([copy, deadline]);
+  if (first === 'deadline') {
+    migrateScope.cancel();
+    await copy; // WAIT_CANCELLATION_COMPLETED: the activity has stopped when this settles
+    throw new StepFailure(
+      'timed-out',
+      FailureType.MigrationTimedOut,
+      `the migration did not finish within its timeout of ${formatDuration(timeoutMs)}`,
+    );
+  }
+  timerScope.cancel();
+  await deadline;
+  if (first === 'stopped') {
+    // The timer only stops early when the whole migration is being cancelled: let the activity stop first.
+    const settled = await copy;
+    throw settled.ok ? new CancelledFailure('cancelled') : settled.err;
+  }
+  run.migrationMs = Date.now() - started;
+  if (!first.ok) {
+    if (isCancellation(first.err)) throw first.err;
+    throw new StepFailure('failed', FailureType.MigrationFailed, rootMessage(first.err));
+  }
+  return first.stats;
+}
+
+// ---- step 6 -------------------------------------------------------------------------------------------
+
+async function finishMigration(
+  run: Run,
+  vm: VmFacts,
+  target: HostRef,
+  stats: CompletedMigrationStats,
+  warnings: string[] = [],
+): Promise<MigrationReport> {
+  setPhase(run, 'finishing');
+  const where = await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
+  if (where.location !== 'target') {
+    throw new StepFailure(
+      'failed',
+      FailureType.MigrationFailed,
+      `libvirt reported success but the VM is ${where.location === 'source' ? `still on ${vm.source.name}` : 'running nowhere'}`,
+    );
+  }
+  await mustComplete.recordVmMoved({ vmUuid: vm.uuid, target: target.name, workflowId: run.progress.workflowId });
+
+  let sourceCleaned = false;
+  if (!run.request?.keepSourceStorage) {
+    try {
+      const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, storageDir: vm.storageDir });
+      warnings.push(...cleaned.warnings);
+      sourceCleaned = cleaned.warnings.length === 0;
+    } catch (err) {
+      warnings.push(`the source's old storage was not removed: ${rootMessage(err)} (remove ${vm.storageDir} on ${vm.source.name} by hand)`);
+    }
+  }
+  await mustComplete.refreshHostCapacity({ hosts: [vm.source.name, target.name] });
+  setPhase(run, 'migrated');
+  const report = buildReport(run, 'migrated', null, stats, where, sourceCleaned, warnings);
+  await mustComplete.recordHistory(historyRow(run, report));
+  return report;
+}
+
+/** Source cleanup is retried a bounded number of times: a dead source must not hold a finished migration. */
+const cleanup = proxyActivities<FerryActivities>({
+  startToCloseTimeout: '2m',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8 },
+});
+
+// ---- step 7 -------------------------------------------------------------------------------------------
+
+async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
+  const failure = describeFailure(run, err);
+  run.progress.lastError = failure.message;
+
+  // Nothing was claimed: nothing to undo, nothing recorded (bad input changes nothing).
+  if (!run.claimAttempted || run.vm === null || PLACEMENT_REFUSALS.includes(failure.type)) {
+    throw finalFailure(run, failure, null, null);
+  }
+  const vm = run.vm;
+  const target = run.target;
+  if (target === null) {
+    // The claim step did not answer (cancelled or out of retries): drop a claim it may have made after all.
+    await mustComplete.abandonClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId, sourceHost: vm.source.name });
+    throw finalFailure(run, failure, null, null);
+  }
+  setPhase(run, 'compensating');
+
+  // Where is the VM really? Abort a running job first; a migration that completed after all is finished, not undone.
+  run.progress.waitingFor = run.migrationStarted ? 'aborting the migration job' : `checking where ${vm.name} runs`;
+  const where = run.migrationStarted
+    ? await aborting.abortMigration({ source: vm.source, target, vmUuid: vm.uuid })
+    : await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
+  if (where.location === 'target') {
+    const late = `the ${failure.outcome === 'cancelled' ? 'cancel' : failure.outcome} came after the VM had moved: finished, not undone`;
+    try {
+      return await finishMigration(run, vm, target, NO_STATS, [late]);
+    } catch (e) {
+      throw ApplicationFailure.create({ type: FailureType.MigrationFailed, message: rootMessage(e), nonRetryable: true });
+    }
+  }
+
+  // 1. The VM's state first, so it is never left "migrating".
+  run.progress.waitingFor = 'restoring the VM state in the inventory';
+  await mustComplete.setVmPlacement({
+    vmUuid: vm.uuid,
+    host: vm.source.name,
+    state: where.location === 'source' ? 'running' : 'unknown',
+  });
+
+  // 2. Everything created on the target, newest first.
+  const warnings: string[] = [];
+  const base = { target, vmUuid: vm.uuid };
+  for (const a of [...run.progress.artifacts].reverse()) {
+    run.progress.waitingFor = `${describeArtifact(a)} on ${a.host}`;
+    try {
+      if (a.kind === 'volume') await mustComplete.deleteDisk({ ...base, pool: a.pool, name: a.name });
+      else if (a.kind === 'pool') await mustComplete.stopStoragePool({ ...base, pool: a.pool });
+      else await mustComplete.removeStorageDirectory({ ...base, pool: a.pool });
+    } catch (e) {
+      // Only a refusal (the VM runs there) ends up here; leave the rest alone and say so.
+      warnings.push(`${describeArtifact(a)} on ${a.host} not done: ${rootMessage(e)}`);
+      break;
+    }
+  }
+
+  // 3. Then the claim: the target is not chosen again while it is being cleaned.
+  run.progress.waitingFor = 'releasing the target claim';
+  await mustComplete.releaseClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId });
+
+  setPhase(run, failure.outcome);
+  const report = buildReport(run, failure.outcome, failure.message, null, where, false, warnings);
+  await mustComplete.recordHistory(historyRow(run, report));
+  throw finalFailure(run, failure, report, where);
+}
+
+const NO_STATS: CompletedMigrationStats = { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };
+
+/** Refusals of the claim step: the inventory changed nothing. */
+const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound];
+
+// ---- helpers ------------------------------------------------------------------------------------------
+
+interface FailureSummary {
+  outcome: Outcome;
+  type: string;
+  message: string;
+  /** A failure raised before anything was claimed keeps its own type (bad input, no host, …). */
+  original: unknown;
+}
+
+function describeFailure(run: Run, err: unknown): FailureSummary {
+  if (err instanceof StepFailure) return { outcome: err.outcome, type: err.type, message: err.message, original: err };
+  if (isCancellation(err)) {
+    return {
+      outcome: 'cancelled',
+      type: FailureType.MigrationCancelled,
+      message: run.cancelReason ?? 'cancelled by operator',
+      original: err,
+    };
+  }
+  const app = rootApplicationFailure(err);
+  return {
+    outcome: 'failed',
+    type: app?.type ?? 'Error',
+    message: rootMessage(err),
+    original: err,
+  };
+}
+
+function finalFailure(run: Run, f: FailureSummary, report: MigrationReport | null, where: LocateResult | null): Error {
+  if (report === null) {
+    // Before any claim: surface the original failure (its type tells the CLI "bad input").
+    if (f.outcome === 'cancelled') {
+      const message = `${f.message}; nothing had been changed`;
+      return cancelled(message, buildReport(run, 'cancelled', message, null, null, false, []));
+    }
+    const app = rootApplicationFailure(f.original);
+    if (f.original instanceof ApplicationFailure) return f.original;
+    return ApplicationFailure.create({
+      type: app?.type ?? f.type,
+      message: f.message,
+      nonRetryable: true,
+      details: app?.details ? [...app.details] : [],
+    });
+  }
+  const placeNote =
+    where?.location === 'source'
+      ? `VM running on ${run.vm?.source.name}`
+      : `VM location unknown (source ${where?.sourceState ?? '?'}, target ${where?.targetState ?? '?'})`;
+  const cleaned = report.warnings.length === 0 ? 'target cleaned' : `target NOT fully cleaned: ${report.warnings.join('; ')}`;
+  const message = `${f.message}. Compensated: ${placeNote}; ${cleaned}.`;
+  if (f.outcome === 'cancelled' && !run.cancelledBySignal) return cancelled(message, report);
+  return ApplicationFailure.create({ type: f.type, message, nonRetryable: true, details: [report] });
+}
+
+/**
+ * A Temporal cancel ends the workflow as Canceled, and a cancelled workflow's result carries no details:
+ * the report goes into the memo, where `FerryClient` (and the Web UI) find it.
+ */
+function cancelled(message: string, report: MigrationReport): CancelledFailure {
+  upsertMemo({ report });
+  return new CancelledFailure(message, [report]);
+}
+
+function describeArtifact(a: Artifact): string {
+  if (a.kind === 'volume') return `deleting volume ${a.name}`;
+  if (a.kind === 'pool') return `stopping pool ${a.pool}`;
+  return `removing directory ${a.path}`;
+}
+
+/** Attempts a create task made before it failed. */
+function attemptsOf(err: unknown, maxAttempts: number): number {
+  if (err instanceof ActivityFailure && err.retryState === RetryState.MAXIMUM_ATTEMPTS_REACHED) return maxAttempts;
+  const app = rootApplicationFailure(err);
+  const detail = app?.details?.[0] as { attempt?: unknown } | undefined;
+  if (detail && typeof detail.attempt === 'number') return detail.attempt;
+  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure) return maxAttempts;
+  return 1;
+}
+
+function rootApplicationFailure(err: unknown): ApplicationFailure | null {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (e instanceof ApplicationFailure) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+function rootMessage(err: unknown): string {
+  let e: unknown = err;
+  let last = err instanceof Error ? err.message : String(err);
+  while (e instanceof Error) {
+    if (e.message) last = e.message;
+    if (e instanceof ApplicationFailure || e instanceof TimeoutFailure) return e.message || last;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return last;
+}
+
+function buildReport(
+  run: Run,
+  status: MigrationResultKind,
+  reason: string | null,
+  stats: CompletedMigrationStats | null,
+  where: LocateResult | null,
+  sourceCleaned: boolean,
+  warnings: string[],
+): MigrationReport {
+  const info = workflowInfo();
+  return {
+    status,
+    workflowId: info.workflowId,
+    runId: info.runId,
+    vm: run.vm?.name ?? run.progress.vm.name,
+    vmUuid: run.vm?.uuid ?? run.progress.vm.uuid,
+    source: run.vm?.source.name ?? run.progress.source,
+    target: run.target?.name ?? null,
+    createAttempts: { ...run.progress.createAttempts },
+    durationMs: Date.now() - run.startedAt,
+    downtimeMs: stats?.downtimeMs ?? null,
+    bytesTransferred: stats?.bytesTransferred ?? null,
+    migrationMs: run.migrationMs,
+    timeoutMs: run.timeoutMs,
+    phaseMs: { ...run.phaseMs },
+    reason,
+    location: where?.location ?? null,
+    sourceCleaned,
+    warnings,
+  };
+}
+
+function historyRow(run: Run, r: MigrationReport): HistoryRecord {
+  return {
+    workflowId: r.workflowId,
+    runId: r.runId,
+    vmUuid: r.vmUuid,
+    vmName: r.vm,
+    source: r.source,
+    target: r.target,
+    result: r.status,
+    reason: r.reason,
+    startedAt: new Date(run.startedAt).toISOString(),
+    endedAt: new Date().toISOString(),
+    durationMs: r.durationMs,
+    downtimeMs: r.downtimeMs,
+    bytesTransferred: r.bytesTransferred,
+    createAttempts: r.createAttempts,
+    phaseMs: r.phaseMs,
+  };
+}

@@ -161,7 +161,35 @@ export function parseBlkInfoAll(out: string): Map<string, number | null> {
   return result;
 }
 
-/** `virsh domblkinfo <dom> <dev>`: `Capacity: N` in bytes. */
+/**
+ * `virsh domstats --block --nowait <dom>`: target (block.N.name) → block.N.capacity in bytes, null when
+ * absent. --nowait never blocks on the domain's job lock; during an incoming migration (whose job allows no
+ * other job) it leaves the capacity out, and so does an empty cdrom or a volume disk of an inactive domain.
+ */
+export function parseDomStatsBlock(out: string): Map<string, number | null> {
+  const fields = new Map<string, string>();
+  let domains = 0;
+  for (const line of out.split('\n')) {
+    if (line.startsWith('Domain: ')) {
+      domains++;
+      continue;
+    }
+    const m = /^\s+([^=\s]+)=(.*)$/.exec(line);
+    if (m?.[1] && m[2] !== undefined) fields.set(m[1], m[2]);
+  }
+  if (domains !== 1) throw new TextShapeError(`domstats: expected one domain, got ${domains}`);
+  const result = new Map<string, number | null>();
+  const count = Number(fields.get('block.count') ?? '0');
+  for (let i = 0; i < count; i++) {
+    const name = fields.get(`block.${i}.name`);
+    if (name === undefined) continue;
+    const cap = fields.get(`block.${i}.capacity`);
+    result.set(name, cap === undefined ? null : intOf(cap, `domstats block.${i}.capacity`));
+  }
+  return result;
+}
+
+/** `virsh domblkinfo <dom> <dev>` / `virsh vol-info --bytes`: `Capacity: N[ bytes]` in bytes. */
 export function parseBlkInfoCapacity(out: string): number {
   return intOf(requireField(parseKeyValues(out), 'Capacity', 'domblkinfo'), 'domblkinfo Capacity');
 }

@@ -11,7 +11,14 @@
 import { randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
 import type { DiskFormat } from '../common/types';
-import { LibvirtError, classifyVirshError, libvirtErrorFromCommand, libvirtErrorFromStderr, redactUri } from './errors';
+import {
+  LibvirtError,
+  classifyVirshError,
+  libvirtErrorFromCommand,
+  libvirtErrorFromStderr,
+  redactUri,
+  virshErrorDetail,
+} from './errors';
 import { DEFAULT_TIMEOUT_MS, run } from './exec';
 import type {
   DomainDisk,
@@ -27,8 +34,8 @@ import type {
 import {
   TextShapeError,
   isUuid,
-  parseBlkInfoAll,
   parseBlkInfoCapacity,
+  parseDomStatsBlock,
   parseDomInfo,
   parseDomState,
   parseFreecellTotal,
@@ -184,13 +191,43 @@ const DOMAIN_COMMANDS = (uuid: string): string[][] => [
   ['dominfo', `--domain=${uuid}`],
   ['domstate', `--domain=${uuid}`, '--reason'],
   ['dumpxml', `--domain=${uuid}`],
-  ['domblkinfo', `--domain=${uuid}`, '--all'],
+  // not domblkinfo: it waits for the domain's job lock, which an incoming migration holds for its whole run
+  ['domstats', '--block', '--nowait', uuid],
 ];
 
 interface PartialDomain {
   info: DomainInfo;
-  /** Disks whose capacity `domblkinfo --all` did not give (it fails for inactive domains with volume disks). */
+  /** Disks whose capacity domstats did not give (an incoming migration holds the domain's job). */
   missing: DomainDisk[];
+}
+
+/** Host part of a libvirt URI (`qemu+tcp://10.0.0.2:16509/system` → `10.0.0.2`), '' when none. */
+export function uriHost(uri: string): string {
+  const m = /^[a-z0-9+.-]+:\/\/(?:[^@/]*@)?(\[[^\]]*\]|[^:/?#]*)/i.exec(uri);
+  return (m?.[1] ?? '').replace(/^\[|\]$/g, '');
+}
+
+/**
+ * With --p2p the SOURCE daemon connects to the target: when it cannot, virsh prints the target's address
+ * ("unable to connect to server at '10.0.0.3:16509': Connection refused") although the source answered.
+ * Say which side was unreachable.
+ */
+function migrateError(e: unknown, sourceUri: string, targetUri: string, what: string): unknown {
+  if (!(e instanceof LibvirtError) || e.kind !== 'connection') return e;
+  const server = /unable to connect to server at '(\[[^\]]*\]|[^':]*)(?::\d+)?'/.exec(e.stderr)?.[1]?.replace(/^\[|\]$/g, '');
+  const fromSource = /Failed to connect to remote libvirt URI/i.test(e.stderr);
+  const targetSide =
+    fromSource || (server !== undefined && server === uriHost(targetUri) && server !== uriHost(sourceUri));
+  if (!targetSide) return e;
+  const cause = /Connection refused/i.test(e.stderr) ? 'connection refused' : 'connection failed';
+  return new LibvirtError(
+    'connection',
+    `${what}: the source ${redactUri(sourceUri)} cannot reach the target's libvirtd (${cause}); with --p2p the ` +
+      `source daemon connects to ${redactUri(targetUri)} itself: is the target's libvirtd running and listening ` +
+      `on TCP, reachable from the source? (${virshErrorDetail(e.stderr)})`,
+    e.args,
+    e.stderr,
+  );
 }
 
 export class VirshHypervisor implements Hypervisor {
@@ -405,7 +442,8 @@ export class VirshHypervisor implements Hypervisor {
     const dominfo = this.parse(uri, what, () => parseDomInfo(infoStep?.stdout ?? ''));
     const state = this.parse(uri, what, () => parseDomState(stateStep?.stdout ?? ''));
     const xml = this.parse(uri, what, () => parseDomainXml(xmlStep?.stdout ?? ''));
-    const sizes = blkStep?.ok ? this.parse(uri, what, () => parseBlkInfoAll(blkStep.stdout)) : new Map<string, number | null>();
+    if (blkStep && !blkStep.ok && this.isConnectionLevel(blkStep)) throw this.stepError(uri, blkStep, what);
+    const sizes = blkStep?.ok ? this.parse(uri, what, () => parseDomStatsBlock(blkStep.stdout)) : new Map<string, number | null>();
     const disks: DomainDisk[] = [];
     const missing: DomainDisk[] = [];
     for (const d of xml.disks) {
@@ -429,13 +467,16 @@ export class VirshHypervisor implements Hypervisor {
     };
   }
 
-  /** One more round trip, only when `domblkinfo --all` failed: per-device domblkinfo. Unknown stays 0. */
+  /**
+   * One more round trip, only when domstats left capacities out: `vol-info --bytes` by path asks the storage
+   * driver (no domain job), which knows the file when it is in an active pool. Unknown stays 0.
+   */
   private async fillCapacities(uri: string, partials: PartialDomain[], what: string): Promise<void> {
     const jobs = partials.flatMap((p) => p.missing.map((disk) => ({ uuid: p.info.uuid, disk })));
     if (jobs.length === 0) return;
     const steps = await this.batch(
       uri,
-      jobs.map((j) => ['domblkinfo', `--domain=${j.uuid}`, `--device=${j.disk.target}`]),
+      jobs.map((j) => ['vol-info', '--bytes', `--vol=${j.disk.path}`]),
       what,
     );
     jobs.forEach((j, i) => {
@@ -691,10 +732,15 @@ export class VirshHypervisor implements Hypervisor {
       args.push(`--bandwidth=${opts.bandwidthMiBps}`);
     }
     args.push(`--domain=${uuid}`, `--desturi=${targetUri}`);
-    await this.exec(sourceUri, args, `migrate ${uuid} to ${redactUri(targetUri)}`, {
-      timeoutMs: opts.clientTimeoutMs ?? DEFAULT_MIGRATE_CLIENT_TIMEOUT_MS,
-      signal: opts.signal,
-    });
+    const what = `migrate ${uuid} to ${redactUri(targetUri)}`;
+    try {
+      await this.exec(sourceUri, args, what, {
+        timeoutMs: opts.clientTimeoutMs ?? DEFAULT_MIGRATE_CLIENT_TIMEOUT_MS,
+        signal: opts.signal,
+      });
+    } catch (e) {
+      throw migrateError(e, sourceUri, targetUri, what);
+    }
   }
 
   async jobInfo(uri: string, uuid: string): Promise<JobInfo> {

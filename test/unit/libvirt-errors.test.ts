@@ -49,7 +49,7 @@ describe('classifyVirshError rules', () => {
     expect(classifyVirshError('', false)).toBe('unknown');
   });
 
-  // Texts from libvirt's source (virnetsocket.c / remote driver / qemu migration), not provoked here.
+  // Not provoked here: texts built from libvirt 9's message formats (virnetsocket.c, remote driver, qemu migration).
   it.each<[string, LibvirtErrorKind]>([
     ["error: failed to connect to the hypervisor\nerror: unable to connect to server at '10.0.0.2:16509': No route to host\n", 'connection'],
     ['error: Cannot write data: Broken pipe\n', 'connection'],

@@ -10,6 +10,7 @@ import {
   parseBlkInfoCapacity,
   parseDomInfo,
   parseDomState,
+  parseDomStatsBlock,
   parseFreecellTotal,
   parseHostname,
   parseJobInfoRaw,
@@ -20,7 +21,7 @@ import {
   parseUuidList,
   parseVolListPaths,
 } from '../../hypervisor/text';
-import { buildBatchScript, quoteVirshArg, samePath, splitBatchOutput } from '../../hypervisor/virsh';
+import { buildBatchScript, quoteVirshArg, samePath, splitBatchOutput, uriHost } from '../../hypervisor/virsh';
 import { XmlShapeError, parseDomainXml, parsePoolXml, parseVolumeXml } from '../../hypervisor/xml';
 
 const fx = (name: string): string => readFileSync(join(__dirname, '../fixtures/virsh', name), 'utf8');
@@ -75,6 +76,24 @@ describe('domain text', () => {
     ]);
     expect(parseBlkInfoAll(fx('domblkinfo-all-cdrom.txt')).get('sda')).toBe(1048576);
     expect(() => parseBlkInfoAll(fx('domblkinfo-all-shutoff-volume-disk.txt'))).toThrow(TextShapeError);
+  });
+
+  it('domstats --block --nowait: running, inactive (volume disk and empty cdrom), incoming migration', () => {
+    expect([...parseDomStatsBlock(fx('domstats-block-running.txt'))]).toEqual([['vda', 67108864]]);
+    expect([...parseDomStatsBlock(fx('domstats-block-shutoff-volume-cdrom.txt'))]).toEqual([
+      ['vda', 67108864],
+      ['vdb', 33554432],
+      ['vdc', null],
+      ['hdc', null],
+    ]);
+    // the incoming migration holds the domain's job: --nowait leaves the capacity out instead of blocking
+    expect([...parseDomStatsBlock(fx('domstats-block-incoming-migration.txt'))]).toEqual([['vda', null]]);
+    expect(() => parseDomStatsBlock('')).toThrow(TextShapeError);
+  });
+
+  it('domstate of a migrating target and of a migrated domain', () => {
+    expect(parseDomState(fx('domstate-incoming-migrating.txt'))).toEqual({ state: 'paused', reason: 'migrating' });
+    expect(parseDomState(fx('domstate-migrated.txt'))).toEqual({ state: 'running', reason: 'migrated' });
   });
 
   it('domblkinfo <dev>', () => {
@@ -198,6 +217,14 @@ describe('storage', () => {
     expect(parseKeyValues(fx('vol-info-bytes.txt'))['Capacity']).toBe('67108864 bytes');
   });
 
+  it('uriHost', () => {
+    expect(uriHost('qemu+tcp://10.0.0.2/system')).toBe('10.0.0.2');
+    expect(uriHost('qemu+tcp://10.0.0.2:16509/system')).toBe('10.0.0.2');
+    expect(uriHost('qemu+ssh://root@h.example/system')).toBe('h.example');
+    expect(uriHost('qemu+tcp://[fd00::2]:16509/system')).toBe('fd00::2');
+    expect(uriHost('qemu:///system')).toBe('');
+  });
+
   it('samePath ignores trailing and doubled slashes', () => {
     expect(samePath('/a/b/', '/a//b')).toBe(true);
     expect(samePath('/a/b', '/a/bc')).toBe(false);
@@ -213,6 +240,50 @@ describe('domjobinfo --rawstats', () => {
     expect(j.raw).toEqual({ 'Job type': '0' });
     expect(parseJobInfoRaw(fx('domjobinfo-completed-rawstats-none.txt')).type).toBe('none');
   });
+  it('outgoing migration, setup phase', () => {
+    const j = parseJobInfoRaw(fx('domjobinfo-rawstats-migration-setup.txt'));
+    expect(j).toMatchObject({ type: 'unbounded', operation: 'Outgoing migration', timeElapsedMs: 504, dataTotalBytes: 0 });
+  });
+
+  it('outgoing migration copying storage at 5 MiB/s', () => {
+    const j = parseJobInfoRaw(fx('domjobinfo-rawstats-migration-disk-copy.txt'));
+    expect(j).toMatchObject({
+      type: 'unbounded',
+      operation: 'Outgoing migration',
+      timeElapsedMs: 4495,
+      dataTotalBytes: 67108864,
+      dataProcessedBytes: 16777216,
+      dataRemainingBytes: 50331648,
+      diskTotalBytes: 67108864,
+      diskProcessedBytes: 16777216,
+      diskRemainingBytes: 50331648,
+      memoryTotalBytes: 0,
+      memoryIteration: 0,
+      dirtyRatePagesPerSec: 0,
+      totalTimeMs: null,
+      downtimeMs: null,
+    });
+    expect(j.raw['memory_postcopy_requests']).toBe('0');
+    expect(parseJobInfoRaw(fx('domjobinfo-rawstats-migration-disk-copy-1mibps.txt')).type).toBe('unbounded');
+  });
+
+  it('completed incoming migration on the target: downtime, total time, memory bytes (no disk figures)', () => {
+    const j = parseJobInfoRaw(fx('domjobinfo-completed-rawstats-incoming.txt'));
+    expect(j).toMatchObject({
+      type: 'completed',
+      operation: 'Incoming migration',
+      timeElapsedMs: 16790,
+      totalTimeMs: 16790,
+      downtimeMs: 20,
+      dataTotalBytes: 134610944,
+      dataProcessedBytes: 758592,
+      memoryProcessedBytes: 758592,
+      memoryIteration: 3,
+      diskTotalBytes: 0,
+      diskProcessedBytes: 0,
+    });
+  });
+
   it('refuses non-raw output', () => {
     expect(() => parseJobInfoRaw(fx('domjobinfo-none.txt'))).toThrow(TextShapeError);
   });

@@ -57,8 +57,8 @@ export function parseNodeInfo(out: string): NodeInfo {
 }
 
 /**
- * `virsh freecell --all`: free memory summed over NUMA cells, in KiB
- * ("    0:    4328432 KiB" lines then "Total:    4328432 KiB"). Same source as nodeinfo's memory size.
+ * `virsh freecell` ("Total: 3220816 KiB") or `virsh freecell --all` ("    0:    4328432 KiB" lines then
+ * "Total:    4328432 KiB"): free memory summed over NUMA cells, in KiB. Same source as nodeinfo's memory size.
  */
 export function parseFreecellTotal(out: string): number {
   let total: number | null = null;

@@ -7,6 +7,30 @@
  * `echo <marker>` and `echo --err <marker>` with a random nonce, which splits stdout and stderr per command,
  * so each command's success and error text are known. virsh keeps going after a failed command and only exits
  * non-zero in batch mode when the connection itself failed (the last command is always our echo).
+ *
+ * Notes for callers (all seen on libvirt 9.0):
+ * - getDomain: 1 round trip (dominfo, domstate --reason, dumpxml, domstats --block --nowait); a 2nd one
+ *   (vol-info by path) only when domstats left a capacity out, i.e. on the TARGET of a running incoming
+ *   migration, whose job lock blocks domblkinfo for libvirt's 30 s lock timeout. There the domain is
+ *   `paused`/`migrating` and transient. `memoryKiB` is `<memory>` (maximum), `vcpus` the current count.
+ *   A disk whose size nobody can tell (file missing on an inactive domain) reports capacityBytes 0.
+ * - listDomains: 2 round trips whatever the number of domains (+1 as above).
+ * - hostCapacity: memory/cpus from nodeinfo, free memory from `freecell` (free memory summed over NUMA cells,
+ *   the same source as nodeinfo; nodememstats reads /proc/meminfo and may disagree; `freecell --all` would
+ *   build the host capabilities first, ~3.7 s on a fresh daemon). The storage root pool is refreshed before it is
+ *   read; its name is cached per (uri, root): 1 round trip when warm, 3 when cold. Inactive pool → null.
+ * - jobInfo on the migration TARGET is refused by libvirt ("migration statistics are available only on the
+ *   source host": kind `invalid`); on a shut-off domain it returns type `none`.
+ * - completedJobInfo on the target after a migration: total time, downtime and MEMORY bytes only (the disk
+ *   copy is not in the target's statistics, and the source's are gone with --undefinesource): sample
+ *   jobInfo on the source during the run for disk figures (disk_total = sum of virtual disk sizes).
+ *   An aborted migration leaves no completed statistics on the source (null).
+ * - migrate rejects with kind `aborted` after abortJob ("operation aborted: migration out: canceled by
+ *   client"); with `connection` and a message naming the target when the source daemon cannot reach it.
+ * - The default per-call limit (30 s) equals libvirt's own job-lock wait: a call queued behind a domain job
+ *   tends to come back as `timeout` rather than `busy`. Both are retryable.
+ * - removeStorageDirectory deletes every volume in the pool without checking whether a domain still uses
+ *   it: callers must be sure the VM is not running from that directory on that host.
  */
 import { randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
@@ -327,7 +351,8 @@ export class VirshHypervisor implements Hypervisor {
     const cmds: string[][] = [
       ['nodeinfo'],
       ['hostname'],
-      ['freecell', '--all'],
+      // not --all: that one builds the host capabilities first (~3.7 s on a fresh daemon in the lab)
+      ['freecell'],
       ['pool-list', '--all', '--name'],
       ['pool-list', '--inactive', '--name'],
     ];

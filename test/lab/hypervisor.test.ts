@@ -88,7 +88,9 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
 
   it('hostCapacity: nodeinfo, hostname, free memory and the storage root pool (1 round trip when warm)', async () => {
     for (const h of [h1, h2]) {
-      const c = await hv.hostCapacity(h.uri, LAB_STORAGE_ROOT);
+      const cold = await measured(() => hv.hostCapacity(h.uri, LAB_STORAGE_ROOT));
+      console.log(`hostCapacity cold on ${h.name}: ${cold.ms.toFixed(0)} ms: ${calls.map((x) => `[${x.commands.join(',')}] ${x.ms.toFixed(0)} ms`).join(' ')}`);
+      const c = cold.value;
       expect(c.hostname).toBe(h.name);
       expect(c.cpus).toBeGreaterThan(0);
       expect(c.memoryKiB).toBeGreaterThan(0);
@@ -205,6 +207,40 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
     expect(await hv.abortJob(h1.uri, vm.uuid)).toBe(false);
   });
 
+  it('the abort signal kills only the virsh client: the p2p job goes on until abortJob', async () => {
+    await prepareTarget();
+    const ac = new AbortController();
+    const migration = hv.migrate(h1.uri, vm.uuid, h2.uri, { bandwidthMiBps: 1, signal: ac.signal });
+    const settled = migration.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    let started = false;
+    for (let i = 0; i < 100 && !started; i++) {
+      await sleep(200);
+      started = (await hv.jobInfo(h1.uri, vm.uuid)).type === 'unbounded';
+    }
+    expect(started).toBe(true);
+    ac.abort();
+    const err = await settled;
+    expect(err).toBeInstanceOf(LibvirtError);
+    if (err instanceof LibvirtError) {
+      expect(err.kind).toBe('aborted');
+      expect(err.message).toContain('abortJob');
+    }
+    await sleep(1000);
+    expect((await hv.jobInfo(h1.uri, vm.uuid)).type).toBe('unbounded'); // still migrating without a client
+    expect(await hv.abortJob(h1.uri, vm.uuid)).toBe(true);
+    let left = 'unbounded';
+    for (let i = 0; i < 50 && left !== 'none'; i++) {
+      await sleep(200);
+      left = (await hv.jobInfo(h1.uri, vm.uuid)).type;
+    }
+    expect(left).toBe('none');
+    expect(await hv.getDomain(h1.uri, vm.uuid)).toMatchObject({ state: 'running' });
+    expect(await hv.getDomain(h2.uri, vm.uuid)).toBeNull();
+  });
+
   it('migrate --bandwidth 5: job statistics while running, completed statistics on the target', async () => {
     await prepareTarget(); // a stale partial copy from the aborted run is replaced
     const samples: JobInfo[] = [];
@@ -269,6 +305,7 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
       const p2p = await rejection(hv.migrate(h2.uri, vm.uuid, h1.uri, {}));
       console.log(`p2p to stopped target: ${p2p.kind}: ${JSON.stringify(p2p.stderr)}`);
       expect(p2p.kind).toBe('connection');
+      expect(p2p.message).toContain("cannot reach the target's libvirtd (connection refused)");
       expect(await hv.getDomain(h2.uri, vm.uuid)).toMatchObject({ state: 'running' });
     } finally {
       await startHostDaemon(home, h1.name);

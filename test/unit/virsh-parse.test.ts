@@ -32,8 +32,9 @@ describe('host text', () => {
   it('nodeinfo', () => {
     expect(parseNodeInfo(fx('nodeinfo.txt'))).toEqual({ cpus: 2, memoryKiB: 5466328, cpuModel: 'x86_64' });
   });
-  it('freecell --all total', () => {
+  it('freecell and freecell --all total', () => {
     expect(parseFreecellTotal(fx('freecell-all.txt'))).toBe(3749208);
+    expect(parseFreecellTotal(fx('freecell.txt'))).toBe(3214120);
     expect(parseFreecellTotal('    0:    100 KiB\n    1:    50 KiB\n')).toBe(150);
     expect(() => parseFreecellTotal('garbage')).toThrow(TextShapeError);
   });

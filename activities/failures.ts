@@ -5,7 +5,8 @@
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { LibvirtError } from '../hypervisor/errors';
-import { PlacementError } from '../inventory/placement';
+import { PlacementError, type PlacementErrorCode } from '../inventory/placement';
+import { InventoryError } from '../inventory/inventory';
 import { FailureType } from '../common/failures';
 
 export interface FailureDetails {
@@ -25,6 +26,14 @@ export function nonRetryable(type: FailureType, message: string): ApplicationFai
   return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ attempt: attempt() }] });
 }
 
+const PLACEMENT_FAILURE: Record<PlacementErrorCode, FailureType> = {
+  'no-host': FailureType.NoTargetHost,
+  'unknown-host': FailureType.NoTargetHost,
+  'vm-busy': FailureType.VmBusy,
+  'vm-state': FailureType.VmMismatch,
+  'unknown-vm': FailureType.VmNotFound,
+};
+
 /** Maps any error to an ApplicationFailure (unknown errors stay retryable: the retry policy bounds them). */
 export function toFailure(err: unknown): ApplicationFailure | CancelledFailure {
   // A cancelled activity must report cancellation, not a failure.
@@ -38,12 +47,21 @@ export function toFailure(err: unknown): ApplicationFailure | CancelledFailure {
     });
   }
   if (err instanceof PlacementError) {
-    const type = err.code === 'vm-busy' ? FailureType.VmBusy : err.code === 'unknown-vm' ? FailureType.VmNotFound : FailureType.NoTargetHost;
+    const type = PLACEMENT_FAILURE[err.code];
     return ApplicationFailure.create({
       type,
       message: err.message,
       nonRetryable: true,
       details: [{ attempt: attempt(), kind: err.code, rejected: err.rejected }],
+    });
+  }
+  if (err instanceof InventoryError && err.code !== 'exists') {
+    // An unknown host/VM or an invalid record does not get better by retrying.
+    return ApplicationFailure.create({
+      type: err.code === 'not-found' ? FailureType.VmNotFound : FailureType.InvalidInput,
+      message: err.message,
+      nonRetryable: true,
+      details: [{ attempt: attempt(), kind: err.code } satisfies FailureDetails],
     });
   }
   const e = err instanceof Error ? err : new Error(String(err));

@@ -126,6 +126,15 @@ export class InputError extends Error {
   }
 }
 
+function valueAt(input: object, path: readonly PropertyKey[]): unknown {
+  let v: unknown = input;
+  for (const k of path) {
+    if (typeof v !== 'object' || v === null) return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
 /** Validates and normalises; throws InputError listing every problem. */
 export function validateMigrationInput(input: unknown): MigrationRequest {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
@@ -142,7 +151,7 @@ export function validateMigrationInput(input: unknown): MigrationRequest {
           const keys = i.keys.map((k) => (where ? `${where}.${k}` : k));
           return `unknown option${keys.length > 1 ? 's' : ''} ${keys.join(', ')}`;
         }
-        if (i.code === 'invalid_type' && i.input === undefined) return `${where} is required`;
+        if (i.code === 'invalid_type' && valueAt(input, i.path) === undefined) return `${where} is required`;
         return i.message.startsWith(where) || where === '' ? i.message : `${where}: ${i.message}`;
       }),
     );

@@ -343,6 +343,18 @@ export class SqlInventory implements Inventory {
     return toHost(row);
   }
 
+  async removeHost(name: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const busy = await tx.get<{ n: number }>('SELECT COUNT(*) AS n FROM claims WHERE host = ? OR source_host = ?', [name, name]);
+      if (busy && Number(busy.n) > 0) {
+        throw new InventoryError('invalid', `host ${name} has migrations in flight: wait for them or cancel them first`);
+      }
+      await tx.run('DELETE FROM disks WHERE vm_uuid IN (SELECT uuid FROM vms WHERE host = ?)', [name]);
+      await tx.run('DELETE FROM vms WHERE host = ?', [name]);
+      await tx.run('DELETE FROM hosts WHERE name = ?', [name]);
+    });
+  }
+
   async updateHostCapacity(name: string, capacity: HostCapacityUpdate): Promise<void> {
     await this.db.transaction((tx) => this.writeCapacity(tx, name, capacity));
   }

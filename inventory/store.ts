@@ -81,6 +81,8 @@ export interface Inventory {
   getHost(nameOrAddress: string): Promise<HostRecord | null>;
   listHosts(): Promise<HostRecord[]>;
   setHostState(name: string, state: HostState): Promise<HostRecord>;
+  /** Forgets a host and the VMs recorded on it (refused while a migration involves it). Idempotent. */
+  removeHost(name: string): Promise<void>;
   updateHostCapacity(name: string, capacity: HostCapacityUpdate): Promise<void>;
 
   upsertVm(vm: VmUpsert): Promise<void>;

@@ -11,6 +11,7 @@ import { createActivities, type ActivityDeps } from '../activities';
 import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import type { ProgressSignal } from '../common/migration';
 import type { Hypervisor } from '../hypervisor/port';
+import { VirshHypervisor } from '../hypervisor/virsh';
 import { openInventory, type Inventory } from '../inventory';
 import { describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
@@ -77,12 +78,6 @@ export async function createFerryWorker(o: FerryWorkerOptions): Promise<Worker> 
   });
 }
 
-/** The real libvirt adapter, loaded only by processes that drive real hosts. */
-async function realHypervisor(): Promise<Hypervisor> {
-  const { VirshHypervisor } = await import('../hypervisor/virsh');
-  return new VirshHypervisor();
-}
-
 /** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
 export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
   const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
@@ -108,7 +103,7 @@ export async function runWorker(opts: { target?: TemporalTarget; log?: (line: st
     namespace: target.namespace,
     taskQueue: taskQueue(),
     inventory,
-    hypervisor: await realHypervisor(),
+    hypervisor: new VirshHypervisor(),
     client,
   });
   log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(target)}, inventory ${inventoryLocation()}`);

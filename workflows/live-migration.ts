@@ -500,7 +500,7 @@ async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
 const NO_STATS: CompletedMigrationStats = { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };
 
 /** Refusals of the claim step: the inventory changed nothing. */
-const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound];
+const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound, FailureType.VmMismatch];
 
 // ---- helpers ------------------------------------------------------------------------------------------
 

@@ -1,0 +1,168 @@
+/**
+ * The `ferry` command line. Exit codes: 0 success, 2 bad input (nothing changed), 3 a migration was
+ * aborted / timed out / cancelled and compensated, 1 anything else (e.g. Temporal unreachable).
+ */
+import { Command, CommanderError } from 'commander';
+import { labDown, labStatus, labUp, type LabStatus } from '../lab';
+import { registerLab } from '../lab/register';
+import { runWorker } from '../worker';
+import { CliContext } from './context';
+import { devDown, devStatus, devUp } from './dev';
+import { registerInventoryCommands } from './inventory-commands';
+import { registerMigrateCommands, runMigrate } from './migrate-commands';
+import { CliExit, EXIT, printJson, printTable } from './output';
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function positiveInt(name: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new CliExit(EXIT.badInput, `${name} must be a positive whole number`);
+  return n;
+}
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command('ferry')
+    .description('Durable live migration of KVM virtual machines on Temporal and libvirt')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const dev = program.command('dev').description('local Temporal dev server + one worker, in the background');
+  dev
+    .command('up')
+    .description('start them (idempotent) and print the Web UI URL')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const s = await devUp(log, ctx.home);
+      if (o.json) printJson(s);
+      else process.stdout.write(`Temporal ${s.address} (pid ${s.serverPid}), worker pid ${s.workerPid}\nWeb UI: ${s.webUi}\n`);
+    });
+  dev
+    .command('down')
+    .description('stop them (the database file stays)')
+    .action(async () => devDown(log, ctx.home));
+  dev
+    .command('status')
+    .option('--json', 'print JSON')
+    .action((o: { json?: boolean }) => {
+      const s = devStatus(ctx.home);
+      if (o.json) printJson(s);
+      else process.stdout.write(`server pid ${s.serverPid ?? '(down)'}, worker pid ${s.workerPid ?? '(down)'}, Web UI ${s.webUi}\n`);
+    });
+
+  const lab = program.command('lab').description('a local lab of libvirt hosts in network namespaces (root only)');
+  lab
+    .command('up')
+    .description('start N hosts with M small TCG VMs on the first one, registered in the inventory')
+    .option('--hosts <n>', 'number of hosts', '2')
+    .option('--vms <m>', 'number of VMs on the first host', '1')
+    .option('--json', 'print the lab status as JSON')
+    .action(async (o: { hosts: string; vms: string; json?: boolean }) => {
+      const hosts = positiveInt('--hosts', o.hosts);
+      const vms = Number(o.vms);
+      if (!/^\d+$/.test(o.vms) || vms > 64) throw new CliExit(EXIT.badInput, '--vms must be a whole number from 0 to 64');
+      if (hosts > 16) throw new CliExit(EXIT.badInput, '--hosts must be at most 16');
+      const status = await upLab(ctx, hosts, vms);
+      if (o.json) printJson(status);
+      else printLab(status);
+    });
+  lab
+    .command('down')
+    .description('stop every lab host and VM and forget them in the inventory')
+    .action(async () => {
+      const before = await labStatus(ctx.home);
+      await labDown(ctx.home);
+      const inv = await ctx.inventory();
+      for (const h of before.hosts) {
+        if ((await inv.getHost(h.name)) !== null) await inv.removeHost(h.name);
+      }
+      log(`lab down (${before.hosts.length} hosts removed)`);
+    });
+  lab
+    .command('status')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const status = await labStatus(ctx.home);
+      if (o.json) printJson(status);
+      else printLab(status);
+    });
+
+  registerInventoryCommands(program, ctx);
+  registerMigrateCommands(program, ctx);
+
+  program
+    .command('worker')
+    .description('run a worker in the foreground (connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TLS env)')
+    .action(async () => runWorker());
+
+  program
+    .command('demo')
+    .description('the quick start: dev server + worker, a 3-host lab, one live migration, the result')
+    .option('--json', 'print the migration report as JSON')
+    .action(async (o: { json?: boolean }) => {
+      const dev = await devUp(log, ctx.home);
+      const lab = await upLab(ctx, 3, 2);
+      printLab(lab);
+      const vm = lab.vms.find((v) => v.host === 'ferry-h1');
+      if (!vm) throw new CliExit(EXIT.failure, 'the lab has no VM on ferry-h1 to migrate');
+      log(`\nmigrating ${vm.name} away from ferry-h1 …`);
+      await runMigrate(ctx, { vm: vm.uuid, wait: true, ...(o.json ? { json: true } : {}) });
+      process.stdout.write(`\nWeb UI: ${dev.webUi}/namespaces/default/workflows\n`);
+    });
+
+  return program;
+}
+
+/** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
+async function upLab(ctx: CliContext, hosts: number, vms: number): Promise<LabStatus> {
+  const status = await labUp({ home: ctx.home, hosts, vms, log });
+  const results = await registerLab(await ctx.inventory(), ctx.hypervisor, status);
+  for (const r of results) if (r.error) log(`warning: ${r.host} not synced: ${r.error}`);
+  return status;
+}
+
+function printLab(s: LabStatus): void {
+  printTable(s.hosts, [
+    { header: 'HOST', value: (h) => h.name },
+    { header: 'ADDRESS', value: (h) => h.address },
+    { header: 'URI', value: (h) => h.uri },
+    { header: 'LIBVIRTD PID', value: (h) => h.pid || '(down)', align: 'right' },
+  ], '(no lab)');
+  if (s.vms.length > 0) {
+    process.stdout.write('\n');
+    printTable(s.vms, [
+      { header: 'VM', value: (v) => v.name },
+      { header: 'UUID', value: (v) => v.uuid },
+      { header: 'HOST', value: (v) => v.host },
+    ]);
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const ctx = new CliContext();
+  const program = buildProgram(ctx);
+  const json = argv.includes('--json');
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    process.exitCode = handleError(err, json);
+  } finally {
+    await ctx.close().catch(() => undefined);
+  }
+}
+
+function handleError(err: unknown, json: boolean): number {
+  if (err instanceof CommanderError) {
+    // help and version are not errors; usage errors are bad input
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+    return EXIT.badInput;
+  }
+  if (err instanceof CliExit) {
+    if (json && err.json !== undefined) printJson(err.json);
+    else process.stderr.write(`ferry: ${err.message}\n`);
+    return err.code;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (json) printJson({ status: 'error', error: message });
+  else process.stderr.write(`ferry: ${message}\n`);
+  return EXIT.failure;
+}

@@ -1,0 +1,221 @@
+/** `ferry migrate`, `ferry status`, `ferry cancel`. */
+import type { Command } from 'commander';
+import { MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundError, type MigrationHandle } from '../client';
+import type { LiveMigrationInput } from '../common/validation';
+import { InputError } from '../common/validation';
+import type { MigrationProgress, MigrationReport } from '../common/migration';
+import { TERMINAL_PHASES } from '../common/migration';
+import { formatDuration } from '../common/durations';
+import type { CliContext } from './context';
+import { CliExit, EXIT, mib, printJson } from './output';
+
+export interface MigrateOptions {
+  vm: string;
+  source?: string;
+  target?: string;
+  createAttempts?: string;
+  timeout?: string;
+  bandwidth?: string;
+  keepSource?: boolean;
+  wait: boolean;
+  json?: boolean;
+}
+
+/** A number when the text is one; the text itself otherwise, so validation names the problem. */
+function numeric(text: string | undefined): number | string | undefined {
+  if (text === undefined) return undefined;
+  return /^-?\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : text;
+}
+
+export function exitCodeFor(status: MigrationReport['status']): number {
+  if (status === 'migrated') return EXIT.ok;
+  if (status === 'failed') return EXIT.failure;
+  return EXIT.compensated;
+}
+
+export function registerMigrateCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('migrate')
+    .description('live-migrate one VM (waits with a progress bar unless --no-wait or --json)')
+    .requiredOption('--vm <vm>', 'VM name or UUID')
+    .option('--source <host>', 'host the VM runs on (name or address; default: from the inventory)')
+    .option('--target <host>', 'fixed target host (still checked)')
+    .option('--create-attempts <n>', 'failure threshold of each create task (default 3)')
+    .option('--timeout <duration>', 'migration deadline, e.g. 90s, 10m (default: 150 s per GiB, at least 2m)')
+    .option('--bandwidth <mibps>', 'bandwidth limit in MiB/s')
+    .option('--keep-source', "keep the source's old disks after success")
+    .option('--no-wait', 'start and return')
+    .option('--json', 'print one final JSON object')
+    .action(async (o: MigrateOptions) => runMigrate(ctx, o));
+
+  program
+    .command('status')
+    .description("a VM's current or last migration")
+    .argument('<vm>', 'VM name or UUID')
+    .option('--json', 'print JSON')
+    .action(async (ref: string, o: { json?: boolean }) => {
+      const vm = await ctx.resolveVm(ref);
+      const ferry = await ctx.client();
+      let handle: MigrationHandle;
+      try {
+        handle = await ferry.getMigration(vm.uuid);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) {
+          if (o.json) return printJson({ vm: vm.name, vmUuid: vm.uuid, host: vm.host, state: vm.state, migration: null });
+          process.stdout.write(`${vm.name} (${vm.uuid}) is ${vm.state} on ${vm.host}; it has never been migrated\n`);
+          return;
+        }
+        throw err;
+      }
+      const running = await handle.isRunning();
+      if (running) {
+        const p = await handle.progress();
+        if (o.json) return printJson({ vm: vm.name, vmUuid: vm.uuid, running: true, progress: p });
+        printProgress(p);
+      } else {
+        const report = await handle.outcome().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+        if (o.json) return printJson({ vm: vm.name, vmUuid: vm.uuid, running: false, inventory: { host: vm.host, state: vm.state }, last: report });
+        if (typeof report === 'string') process.stdout.write(`last migration of ${vm.name} was refused: ${report}\n`);
+        else printReport(report);
+      }
+    });
+
+  program
+    .command('cancel')
+    .description("cancel a VM's running migration (it compensates: VM stays on the source, target cleaned)")
+    .argument('<vm>', 'VM name or UUID')
+    .option('--reason <text>', 'recorded in the history (sent as a signal)')
+    .option('--wait', 'wait until compensation has finished')
+    .option('--json', 'with --wait: print the final report as JSON')
+    .action(async (ref: string, o: { reason?: string; wait?: boolean; json?: boolean }) => {
+      const vm = await ctx.resolveVm(ref);
+      const ferry = await ctx.client();
+      let handle: MigrationHandle;
+      try {
+        handle = await ferry.getMigration(vm.uuid);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new CliExit(EXIT.badInput, `${vm.name} has no migration to cancel`);
+        throw err;
+      }
+      if (!(await handle.isRunning())) throw new CliExit(EXIT.badInput, `${vm.name}'s last migration has already ended`);
+      if (o.reason) await handle.cancelWithReason(o.reason);
+      else await handle.cancel();
+      if (!o.wait) {
+        process.stdout.write(`cancellation of ${handle.workflowId} requested; compensation runs now (\`ferry status ${vm.name}\`)\n`);
+        return;
+      }
+      const report = await handle.outcome();
+      if (o.json) printJson(report);
+      else printReport(report);
+    });
+}
+
+/** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
+export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
+  const vm = await ctx.resolveVm(o.vm, o.source);
+  const inv = await ctx.inventory();
+  const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
+  const input = {
+    sourceHost: source,
+    vmName: vm.name,
+    vmUuid: vm.uuid,
+    ...(o.target !== undefined ? { targetHost: o.target } : {}),
+    ...(o.createAttempts !== undefined ? { createAttempts: numeric(o.createAttempts) } : {}),
+    ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
+    ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) } : {}),
+    ...(o.keepSource ? { options: { keepSourceStorage: true } } : {}),
+  } as LiveMigrationInput;
+
+  const ferry = await ctx.client();
+  let handle: MigrationHandle;
+  try {
+    handle = await ferry.startMigration(input);
+  } catch (err) {
+    if (err instanceof InputError) throw new CliExit(EXIT.badInput, err.message, { status: 'rejected', error: err.message, problems: err.problems });
+    if (err instanceof MigrationAlreadyRunningError) throw new CliExit(EXIT.badInput, err.message, { status: 'rejected', error: err.message, workflowId: err.workflowId });
+    throw err;
+  }
+  if (!o.wait) {
+    if (o.json) printJson({ status: 'started', workflowId: handle.workflowId, vm: vm.name, vmUuid: vm.uuid, source: vm.host });
+    else process.stdout.write(`started ${handle.workflowId}: follow it with \`ferry status ${vm.name}\`\n`);
+    return;
+  }
+  let report: MigrationReport;
+  try {
+    report = o.json ? await handle.outcome() : await withProgressBar(handle, vm.name);
+  } catch (err) {
+    if (err instanceof MigrationRejectedError) {
+      throw new CliExit(EXIT.badInput, err.message, { status: 'rejected', type: err.type, error: err.message });
+    }
+    throw err;
+  }
+  if (o.json) printJson(report);
+  else printReport(report);
+  if (report.status !== 'migrated') process.exitCode = exitCodeFor(report.status);
+}
+
+async function withProgressBar(handle: MigrationHandle, vmName: string): Promise<MigrationReport> {
+  const tty = process.stderr.isTTY === true;
+  let done = false;
+  const result = handle.outcome().finally(() => {
+    done = true;
+  });
+  let lastLine = '';
+  while (!done) {
+    try {
+      const p = await handle.progress();
+      const line = progressLine(vmName, p);
+      if (tty) process.stderr.write(`\r\x1b[2K${line}`);
+      else if (line !== lastLine) process.stderr.write(`${line}\n`);
+      lastLine = line;
+    } catch {
+      // the query can fail briefly while the worker restarts; the result decides
+    }
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+  }
+  if (tty) process.stderr.write('\r\x1b[2K');
+  return result;
+}
+
+export function progressLine(vmName: string, p: MigrationProgress): string {
+  const width = 30;
+  const pct = p.migration?.percent ?? (TERMINAL_PHASES.includes(p.phase) ? 100 : 0);
+  const filled = Math.round((pct / 100) * width);
+  const bar = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
+  const where = `${p.source} → ${p.target ?? '?'}`;
+  const extra =
+    p.phase === 'migrating' && p.migration
+      ? ` ${pct.toFixed(0)}% remaining ${mib(p.migration.dataRemainingBytes)}`
+      : p.waitingFor
+        ? ` ${p.waitingFor}`
+        : '';
+  return `${vmName} ${where} ${bar} ${p.phase}${extra}`;
+}
+
+function printProgress(p: MigrationProgress): void {
+  const lines = [
+    `${p.vm.name} (${p.vm.uuid}): ${p.phase}`,
+    `  ${p.source} → ${p.target ?? '(choosing)'}; started ${p.startedAt}${p.deadline ? `, deadline ${p.deadline}` : ''}`,
+    `  create attempts: ${Object.entries(p.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`,
+    `  artifacts: ${p.artifacts.map((a) => (a.kind === 'volume' ? `volume ${a.name}` : a.kind === 'pool' ? `pool ${a.pool}` : `dir ${a.path}`)).join(', ') || '-'}`,
+  ];
+  if (p.migration) {
+    lines.push(
+      `  migration: ${p.migration.percent ?? '?'}% (${mib(p.migration.dataProcessedBytes)} of ${mib(p.migration.dataTotalBytes)}), iteration ${p.migration.memoryIteration ?? '-'}`,
+    );
+  }
+  if (p.waitingFor) lines.push(`  waiting for: ${p.waitingFor}`);
+  if (p.lastError) lines.push(`  last error: ${p.lastError}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function printReport(r: MigrationReport): void {
+  const head =
+    r.status === 'migrated'
+      ? `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
+      : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
+  const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`];
+  if (r.status === 'migrated') lines.push(`  source storage ${r.sourceCleaned ? 'removed' : 'kept'}`);
+  for (const w of r.warnings) lines.push(`  warning: ${w}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

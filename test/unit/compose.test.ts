@@ -1,0 +1,35 @@
+/** docker-compose.yml is valid for `docker compose` (parsed by the real compose CLI; no engine needed). */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { run } from '../../hypervisor/exec';
+
+const REPO = path.resolve(__dirname, '..', '..');
+
+async function compose(args: string[]): Promise<string> {
+  const local = path.join(REPO, '.tools', 'bin', 'docker-compose');
+  const viaDocker = await run('docker', ['compose', 'version'], { timeoutMs: 10_000 }).then(() => true, () => false);
+  const { stdout } = viaDocker
+    ? await run('docker', ['compose', ...args], { cwd: REPO, timeoutMs: 30_000 })
+    : await run(local, args, { cwd: REPO, timeoutMs: 30_000 });
+  return stdout;
+}
+
+describe('docker-compose.yml', () => {
+  it('is valid and wires PostgreSQL, Temporal, its UI and the Ferry worker', async () => {
+    expect(fs.existsSync(path.join(REPO, 'Dockerfile'))).toBe(true);
+    const config = JSON.parse(await compose(['-f', 'docker-compose.yml', 'config', '--format', 'json'])) as {
+      services: Record<string, { image?: string; build?: unknown; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
+    };
+    const s = config.services;
+    expect(Object.keys(s).sort()).toEqual(
+      ['ferry-worker', 'postgresql', 'temporal', 'temporal-admin-tools', 'temporal-create-namespace', 'temporal-ui'].sort(),
+    );
+    expect(s.temporal?.image).toMatch(/^temporalio\/server:/);
+    expect(s['temporal-ui']?.image).toMatch(/^temporalio\/ui:/);
+    expect(Object.values(s).some((x) => /auto-setup/.test(x.image ?? ''))).toBe(false);
+    expect(s['ferry-worker']?.build).toBeTruthy();
+    expect(s['ferry-worker']?.environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
+    expect(Object.keys(s['ferry-worker']?.depends_on ?? {})).toContain('postgresql');
+  });
+});

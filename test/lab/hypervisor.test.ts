@@ -249,12 +249,20 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
     const migration = hv.migrate(h1.uri, vm.uuid, h2.uri, { bandwidthMiBps: 5 }).finally(() => {
       done = true;
     });
+    let targetView: { value: unknown; calls: number; ms: number } | null = null;
+    let targetJob: LibvirtError | null = null;
     const sampler = (async () => {
       while (!done) {
         await sleep(500);
         if (done) break;
         try {
-          samples.push(await hv.jobInfo(h1.uri, vm.uuid));
+          const s = await hv.jobInfo(h1.uri, vm.uuid);
+          samples.push(s);
+          if (!targetView && (s.diskProcessedBytes ?? 0) > 0) {
+            // the incoming migration holds the target domain's job: getDomain must not wait for it
+            targetView = await measured(() => hv.getDomain(h2.uri, vm.uuid));
+            targetJob = await rejection(hv.jobInfo(h2.uri, vm.uuid));
+          }
         } catch (e) {
           if (!(e instanceof LibvirtError && e.kind === 'not-found')) throw e; // gone at the very end
         }
@@ -270,6 +278,12 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
     expect(mid?.operation).toBe('Outgoing migration');
     expect(mid?.dataTotalBytes).toBeGreaterThan(0);
     expect(mid?.timeElapsedMs).toBeGreaterThan(0);
+    const tv = targetView as { value: unknown; calls: number; ms: number } | null;
+    console.log(`getDomain on the target mid-migration: ${tv?.calls} call(s), ${tv?.ms.toFixed(1)} ms`);
+    expect(tv?.value).toMatchObject({ state: 'paused', stateReason: 'migrating', persistent: false });
+    expect(tv?.value).toMatchObject({ disks: [{ path: vm.diskPath, capacityBytes: 64 * MiB }] });
+    expect(tv?.ms).toBeLessThan(5000);
+    expect((targetJob as LibvirtError | null)?.kind).toBe('invalid'); // statistics only on the source
 
     expect(await hv.getDomain(h1.uri, vm.uuid)).toBeNull(); // --undefinesource
     const there = await hv.getDomain(h2.uri, vm.uuid);

@@ -187,13 +187,18 @@ export function createActivities(deps: ActivityDeps) {
     }
   }
 
-  async function completedStats(target: HostRef, uuid: string): Promise<CompletedMigrationStats> {
+  /**
+   * libvirt's completed-job statistics, read on the target (the source's are gone with --undefinesource).
+   * They count memory only; the disk mirror copies each disk's full virtual size, added here.
+   */
+  async function completedStats(target: HostRef, uuid: string, disks: DiskRecord[]): Promise<CompletedMigrationStats> {
     const job = await hv.completedJobInfo(target.uri, uuid);
     if (job === null) return { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };
+    const diskBytes = disks.reduce((sum, d) => sum + d.sizeBytes, 0);
     return {
       totalTimeMs: job.totalTimeMs ?? job.timeElapsedMs,
       downtimeMs: job.downtimeMs,
-      bytesTransferred: job.dataProcessedBytes,
+      bytesTransferred: job.dataProcessedBytes === null ? null : job.dataProcessedBytes + diskBytes,
     };
   }
 
@@ -336,7 +341,7 @@ export function createActivities(deps: ActivityDeps) {
         for (;;) {
           ctx.heartbeat(prior);
           const where = await locate(input.source, input.target, input.vmUuid);
-          if (where.location === 'target') return completedStats(input.target, input.vmUuid);
+          if (where.location === 'target') return completedStats(input.target, input.vmUuid, input.disks);
           const job = await hv.jobInfo(input.source.uri, input.vmUuid);
           if (!ACTIVE_JOB_TYPES.has(job.type)) break;
           await monitorJob(job, prior.startedByAttempt);
@@ -391,11 +396,11 @@ export function createActivities(deps: ActivityDeps) {
         if (!result.ok) {
           // virsh failed: believe libvirt's account of where the VM is, not the client's exit status.
           const where = await locate(input.source, input.target, input.vmUuid);
-          if (where.location === 'target') return completedStats(input.target, input.vmUuid);
+          if (where.location === 'target') return completedStats(input.target, input.vmUuid, input.disks);
           const why = result.err instanceof Error ? result.err.message : String(result.err);
           throw nonRetryable(FailureType.MigrationFailed, `libvirt's migration of ${input.vmUuid} failed: ${why}`);
         }
-        return completedStats(input.target, input.vmUuid);
+        return completedStats(input.target, input.vmUuid, input.disks);
       });
 
       async function monitorJob(first: JobInfo, startedBy: number | null): Promise<void> {

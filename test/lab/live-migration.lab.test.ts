@@ -92,7 +92,9 @@ describe.skipIf(!canRunLab)('liveMigration on the real lab', () => {
     expect(p.createAttempts.directory).toBe(3);
     expect(p.lastError).toMatch(/create task directory on ferry-h2 failed 3 of 3/);
     // the VM's state is restored first, before the target is even reachable
+    await eventually(async () => (await h.inventory.getVm(vm.uuid))?.state === 'running', 30_000);
     expect(await h.inventory.getVm(vm.uuid)).toMatchObject({ host: H1, state: 'running' });
+    expect(await h.inventory.getClaim(vm.uuid)).not.toBeNull(); // the claim stays until the target is clean
     await startHostDaemon(h.home, H2);
     const outcome = await handle.outcome();
     expect(outcome.status).toBe('aborted');

@@ -28,7 +28,7 @@ export interface ActivityDeps {
   signalProgress?: (workflowId: string, progress: ProgressSignal) => Promise<void>;
   /** How often the migrate activity samples libvirt's job statistics. Default 1 s. */
   jobPollIntervalMs?: number;
-  /** How often it forwards them to the workflow (each one is a history event). Default 5 s. */
+  /** How often it forwards them to the workflow (each one is a history event). Default 2 s. */
   progressSignalIntervalMs?: number;
 }
 
@@ -131,7 +131,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function createActivities(deps: ActivityDeps) {
   const { inventory, hypervisor: hv } = deps;
   const jobPollMs = deps.jobPollIntervalMs ?? 1000;
-  const signalEveryMs = deps.progressSignalIntervalMs ?? 5000;
+  const signalEveryMs = deps.progressSignalIntervalMs ?? 2000;
 
   function workflowId(): string {
     const wf = Context.current().info.workflowExecution;

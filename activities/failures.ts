@@ -28,6 +28,7 @@ export function nonRetryable(type: FailureType, message: string): ApplicationFai
 
 const PLACEMENT_FAILURE: Record<PlacementErrorCode, FailureType> = {
   'no-host': FailureType.NoTargetHost,
+  'no-slot': FailureType.NoTargetHost,
   'unknown-host': FailureType.NoTargetHost,
   'vm-busy': FailureType.VmBusy,
   'vm-state': FailureType.VmMismatch,

@@ -18,7 +18,8 @@ import { FailureType } from '../common/failures';
 import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName } from '../common/names';
 import type { DomainInfo, Hypervisor, JobInfo } from '../hypervisor/port';
 import { LibvirtError } from '../hypervisor/errors';
-import type { Inventory, RejectedHost } from '../inventory/store';
+import type { Inventory, MigrationLimits, RejectedHost } from '../inventory/store';
+import { PlacementError } from '../inventory/placement';
 import { guarded, nonRetryable } from './failures';
 
 export interface ActivityDeps {
@@ -42,12 +43,11 @@ export interface ClaimTargetInput {
   vm: VmFacts;
   workflowId: string;
   targetHost: string | null;
+  limits: MigrationLimits;
 }
 
-export interface ClaimTargetResult {
-  target: HostRef;
-  rejected: RejectedHost[];
-}
+/** A claimed target, or why the migration has to wait for a slot (a limit, or every fitting host busy). */
+export type ClaimTargetResult = { target: HostRef; rejected: RejectedHost[] } | { waiting: string };
 
 export interface TargetStorageInput {
   target: HostRef;
@@ -278,7 +278,7 @@ export function createActivities(deps: ActivityDeps) {
     /** Step 3: filter, score and claim a target; the VM becomes `migrating` in the same transaction. */
     async claimTarget(input: ClaimTargetInput): Promise<ClaimTargetResult> {
       return guarded(async () => {
-        const { claim, rejected } = await inventory.claimTarget({
+        const placed = await inventory.claimTarget({
           vmUuid: input.vm.uuid,
           sourceHost: input.vm.source.name,
           workflowId: input.workflowId,
@@ -286,7 +286,13 @@ export function createActivities(deps: ActivityDeps) {
           vcpus: input.vm.vcpus,
           storageBytes: input.vm.disks.reduce((s, d) => s + d.sizeBytes, 0),
           ...(input.targetHost !== null ? { fixedTarget: input.targetHost } : {}),
+          limits: input.limits,
+        }).catch((err: unknown) => {
+          if (err instanceof PlacementError && err.code === 'no-slot') return { waiting: err.message };
+          throw err;
         });
+        if ('waiting' in placed) return placed;
+        const { claim, rejected } = placed;
         const host = await inventory.getHost(claim.host);
         if (host === null) throw new Error(`claimed host ${claim.host} vanished from the inventory`);
         return { target: hostRef(host), rejected };

@@ -8,6 +8,7 @@ export type Phase =
   | 'validating'
   | 'reading-vm'
   | 'selecting-target'
+  | 'waiting-for-slot'
   | 'creating-storage'
   | 'migrating'
   | 'finishing'

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { parseDuration } from './durations';
 import { isHostRef, isUuid, isVmName } from './names';
+import { DEFAULT_LIMITS, MAX_LIMIT, type MigrationLimits } from './limits';
 
 // The workflow sandbox forbids nothing here, but code generation is not needed: keep zod on its plain path.
 z.config({ jitless: true });
@@ -18,6 +19,8 @@ export const MIN_TIMEOUT_MS = 1_000;
 export const MAX_TIMEOUT_MS = 24 * 3_600_000;
 export const DEFAULT_CREATE_RETRY_INTERVAL_MS = 1_000;
 export const MAX_BANDWIDTH_MIBPS = 100_000;
+/** How long a migration may wait for a free slot (limits, busy targets) before it gives up. */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 30 * 60_000;
 
 /** The workflow's single argument, as the CLI, the client and the Web UI's start form pass it. */
 export interface LiveMigrationInput {
@@ -33,6 +36,8 @@ export interface LiveMigrationInput {
   timeout?: string;
   /** Migration bandwidth limit in MiB/s. Default: unlimited. */
   bandwidthMiBps?: number;
+  /** Concurrency limits (defaults 2 outbound per host, 1 inbound per host, 5 in the fleet). */
+  limits?: Partial<MigrationLimits>;
   options?: LiveMigrationOptions;
 }
 
@@ -44,6 +49,8 @@ export interface LiveMigrationOptions {
   /** Default-timeout parameters. Defaults "150s" per GiB, floor "2m". */
   timeoutPerGiB?: string;
   timeoutFloor?: string;
+  /** How long to wait for a slot when limits are reached or targets are busy. Default "30m". */
+  queueTimeout?: string;
 }
 
 /** The validated, normalised request the workflow works with. */
@@ -60,6 +67,8 @@ export interface MigrationRequest {
   createRetryIntervalMs: number;
   timeoutPerGiBMs: number;
   timeoutFloorMs: number;
+  limits: MigrationLimits;
+  queueTimeoutMs: number;
 }
 
 function duration(what: string, minMs: number, maxMs: number) {
@@ -76,6 +85,13 @@ function duration(what: string, minMs: number, maxMs: number) {
     return ms;
   });
 }
+
+const limit = (what: string) =>
+  z
+    .number({ error: `${what} must be a whole number` })
+    .int(`${what} must be a whole number`)
+    .min(1, `${what} must be at least 1`)
+    .max(MAX_LIMIT, `${what} must be at most ${MAX_LIMIT}`);
 
 const hostRef = (what: string) =>
   z
@@ -105,12 +121,20 @@ const schema = z
       .min(1, 'bandwidthMiBps must be at least 1')
       .max(MAX_BANDWIDTH_MIBPS, `bandwidthMiBps must be at most ${MAX_BANDWIDTH_MIBPS}`)
       .optional(),
+    limits: z
+      .strictObject({
+        maxOutboundPerHost: limit('limits.maxOutboundPerHost').optional(),
+        maxInboundPerHost: limit('limits.maxInboundPerHost').optional(),
+        maxInFlight: limit('limits.maxInFlight').optional(),
+      })
+      .optional(),
     options: z
       .strictObject({
         keepSourceStorage: z.boolean().optional(),
         createRetryInterval: duration('options.createRetryInterval', 100, 300_000).optional(),
         timeoutPerGiB: duration('options.timeoutPerGiB', 1_000, 3_600_000).optional(),
         timeoutFloor: duration('options.timeoutFloor', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS).optional(),
+        queueTimeout: duration('options.queueTimeout', 1_000, MAX_TIMEOUT_MS).optional(),
       })
       .optional(),
   })
@@ -169,6 +193,8 @@ export function validateMigrationInput(input: unknown): MigrationRequest {
     createRetryIntervalMs: v.options?.createRetryInterval ?? DEFAULT_CREATE_RETRY_INTERVAL_MS,
     timeoutPerGiBMs: v.options?.timeoutPerGiB ?? DEFAULT_TIMEOUT_PER_GIB_MS,
     timeoutFloorMs: v.options?.timeoutFloor ?? DEFAULT_TIMEOUT_FLOOR_MS,
+    limits: { ...DEFAULT_LIMITS, ...v.limits },
+    queueTimeoutMs: v.options?.queueTimeout ?? DEFAULT_QUEUE_TIMEOUT_MS,
   };
 }
 

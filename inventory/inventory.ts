@@ -14,7 +14,7 @@ import type {
   VmState,
 } from '../common/types';
 import type { Db, Queryable, SqlValue } from './db';
-import { computeUsage, placeVm, PlacementError } from './placement';
+import { checkLimits, computeUsage, placeVm, PlacementError } from './placement';
 import { migrate } from './schema';
 import type {
   HistoryFilter,
@@ -488,6 +488,8 @@ export class SqlInventory implements Inventory {
         'SELECT host, COALESCE(SUM(memory_mib), 0) AS memory_mib, COALESCE(SUM(vcpus), 0) AS vcpus FROM vms GROUP BY host',
       );
       const claims = (await tx.query<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims`)).map(toClaim);
+      const wait = checkLimits(claims, req);
+      if (wait !== null) throw new PlacementError('no-slot', wait);
       const usage = computeUsage(
         totals.map((t) => ({ host: t.host, memoryMiB: num(t.memory_mib), vcpus: num(t.vcpus) })),
         claims,

@@ -5,7 +5,7 @@
  * Filters (a host failing any of them is rejected, with a reason an operator can act on):
  *   - it is the VM's source host;
  *   - its state is not `normal` (maintenance, down);
- *   - it is already receiving a migration (any claim targets it): one inbound migration per host;
+ *   - it is already receiving as many migrations as the inbound limit allows (default 1, the patent's rule);
  *   - memory:  memoryMiB × memoryRatio − Σ VMs on it − Σ claims on it  <  requested memory;
  *   - vCPUs:   vcpus × cpuRatio − Σ VMs on it − Σ claims on it          <  requested vCPUs;
  *   - storage: free bytes unknown (never synced), or free bytes − Σ claimed storage < requested bytes.
@@ -13,9 +13,16 @@
  * VMs count whatever their state (a stopped VM keeps its reservation, as in Nova).
  */
 import type { Claim, HostRecord } from '../common/types';
+import { DEFAULT_LIMITS } from '../common/limits';
 import type { PlacementRequest, RejectedHost } from './store';
 
-export type PlacementErrorCode = 'no-host' | 'vm-busy' | 'vm-state' | 'unknown-host' | 'unknown-vm';
+export { DEFAULT_LIMITS } from '../common/limits';
+
+/**
+ * `no-slot` is the one transient refusal: a limit is reached (source outbound, fleet) or every host that
+ * would fit is busy receiving migrations. The caller waits and asks again; the others are final.
+ */
+export type PlacementErrorCode = 'no-host' | 'no-slot' | 'vm-busy' | 'vm-state' | 'unknown-host' | 'unknown-vm';
 
 export class PlacementError extends Error {
   override readonly name = 'PlacementError';
@@ -82,7 +89,7 @@ export function computeUsage(
   return usage;
 }
 
-type Need = Pick<PlacementRequest, 'sourceHost' | 'memoryMiB' | 'vcpus' | 'storageBytes'>;
+type Need = Pick<PlacementRequest, 'sourceHost' | 'memoryMiB' | 'vcpus' | 'storageBytes' | 'limits'>;
 
 function memoryCapacity(h: HostRecord): number {
   return h.memoryMiB * h.memoryRatio;
@@ -99,7 +106,12 @@ export function checkHost(host: HostRecord, usage: HostUsage, req: Need): string
   if (host.state === 'down') return 'is down';
 
   const reasons: string[] = [];
-  if (usage.inbound.length > 0) reasons.push(`already receiving a migration of ${usage.inbound.join(' and ')}`);
+  const maxInbound = (req.limits ?? DEFAULT_LIMITS).maxInboundPerHost;
+  if (usage.inbound.length >= maxInbound) {
+    reasons.push(
+      `already receiving a migration of ${usage.inbound.join(' and ')}` + (maxInbound === 1 ? '' : ` (limit ${maxInbound})`),
+    );
+  }
 
   const memCap = memoryCapacity(host);
   const memFree = memCap - usage.vmMemoryMiB - usage.claimedMemoryMiB;
@@ -218,6 +230,20 @@ export function placeVm(
   const best = fit[0];
   if (!best) {
     const why = rejected.map((r) => `${r.host}: ${r.reason}`).join('; ');
+    // Would a host fit once the migrations now arriving have landed? Then this is a wait, not a refusal.
+    const busy = candidates.filter((h) => {
+      const u = usage.get(h.name);
+      return u !== undefined && u.inbound.length > 0 && checkHost(h, { ...u, claimedMemoryMiB: 0, claimedVcpus: 0, claimedStorageBytes: 0, inbound: [] }, req) === null;
+    });
+    if (busy.length > 0) {
+      throw new PlacementError(
+        'no-slot',
+        `waiting for a target: ${busy.map((h) => h.name).join(', ')} would fit ${what} but ${
+          busy.length === 1 ? 'is' : 'are'
+        } busy receiving migrations`,
+        rejected,
+      );
+    }
     if (req.fixedTarget !== undefined) {
       throw new PlacementError(
         'no-host',
@@ -245,6 +271,26 @@ export function placeVm(
     });
   }
   return { host: best.host, score: best.score, rejected };
+}
+
+/**
+ * Checks the source-outbound and fleet-wide limits against the claims in flight (not counting the VM's own).
+ * Returns why the migration must wait, or null.
+ */
+export function checkLimits(
+  claims: readonly Pick<Claim, 'vmUuid' | 'sourceHost'>[],
+  req: Pick<PlacementRequest, 'vmUuid' | 'sourceHost' | 'limits'>,
+): string | null {
+  const limits = req.limits ?? DEFAULT_LIMITS;
+  const others = claims.filter((c) => c.vmUuid !== req.vmUuid);
+  const outbound = others.filter((c) => c.sourceHost === req.sourceHost).length;
+  if (outbound >= limits.maxOutboundPerHost) {
+    return `waiting for a slot: ${req.sourceHost} is already sending ${outbound} migration${outbound === 1 ? '' : 's'} (limit ${limits.maxOutboundPerHost} per source host)`;
+  }
+  if (others.length >= limits.maxInFlight) {
+    return `waiting for a slot: ${others.length} migrations are in flight in the fleet (limit ${limits.maxInFlight})`;
+  }
+  return null;
 }
 
 export function describeNeed(req: Pick<PlacementRequest, 'memoryMiB' | 'vcpus' | 'storageBytes'>): string {

@@ -57,10 +57,10 @@ export const MIGRATIONS: readonly Migration[] = [
         size_bytes BIGINT NOT NULL,
         PRIMARY KEY (vm_uuid, target)
       )`,
-      // UNIQUE (host): at most one inbound migration per host, enforced by the database as well as placement.
+      // Inbound/outbound/fleet limits are checked by placement inside the claim's exclusive transaction.
       `CREATE TABLE claims (
         vm_uuid TEXT PRIMARY KEY REFERENCES vms (uuid),
-        host TEXT NOT NULL UNIQUE REFERENCES hosts (name),
+        host TEXT NOT NULL REFERENCES hosts (name),
         source_host TEXT NOT NULL,
         workflow_id TEXT NOT NULL,
         memory_mib INTEGER NOT NULL,
@@ -68,6 +68,8 @@ export const MIGRATIONS: readonly Migration[] = [
         storage_bytes BIGINT NOT NULL,
         created_at TEXT NOT NULL
       )`,
+      `CREATE INDEX claims_host ON claims (host)`,
+      `CREATE INDEX claims_source ON claims (source_host)`,
       `CREATE TABLE history (
         id ${autoId(dialect)},
         workflow_id TEXT NOT NULL,

@@ -2,6 +2,8 @@
  * The inventory: hosts, VMs, disks, target claims and migration history.
  * Async so that the same callers work on SQLite (embedded default) and PostgreSQL.
  */
+import type { MigrationLimits } from '../common/limits';
+export type { MigrationLimits } from '../common/limits';
 import type { Claim, DiskRecord, HistoryRecord, HostRecord, HostState, VmRecord, VmState } from '../common/types';
 
 export interface NewHost {
@@ -37,6 +39,8 @@ export interface PlacementRequest {
   storageBytes: number;
   /** When set, only this host is considered (it is still checked). */
   fixedTarget?: string;
+  /** Concurrency limits; DEFAULT_LIMITS when absent. */
+  limits?: MigrationLimits;
 }
 
 export interface RejectedHost {

@@ -265,16 +265,37 @@ async function readVmDisks(run: Run, request: MigrationRequest): Promise<VmFacts
 async function selectTarget(run: Run, request: MigrationRequest, vm: VmFacts): Promise<HostRef> {
   setPhase(run, 'selecting-target');
   run.claimAttempted = true;
-  const { target } = await quick.claimTarget({
-    vm,
-    workflowId: run.progress.workflowId,
-    targetHost: request.targetHost,
-  });
-  run.target = target;
-  run.progress.target = target.name;
-  upsertSearchAttributes([{ key: SA_TARGET, value: target.name }]);
-  return target;
+  const giveUpAt = Date.now() + request.queueTimeoutMs;
+  for (let wait = SLOT_POLL_FIRST_MS; ; wait = Math.min(wait * 2, SLOT_POLL_MAX_MS)) {
+    const placed = await quick.claimTarget({
+      vm,
+      workflowId: run.progress.workflowId,
+      targetHost: request.targetHost,
+      limits: request.limits,
+    });
+    if ('target' in placed) {
+      run.target = placed.target;
+      run.progress.target = placed.target.name;
+      upsertSearchAttributes([{ key: SA_TARGET, value: placed.target.name }]);
+      return placed.target;
+    }
+    // A limit is reached or every fitting host is busy receiving: wait for a slot, within the queue timeout.
+    if (Date.now() + wait > giveUpAt) {
+      throw ApplicationFailure.create({
+        type: FailureType.NoTargetHost,
+        message: `no slot within the queue timeout of ${formatDuration(request.queueTimeoutMs)}: ${placed.waiting}`,
+        nonRetryable: true,
+      });
+    }
+    if (run.progress.phase !== 'waiting-for-slot') setPhase(run, 'waiting-for-slot');
+    run.progress.waitingFor = placed.waiting;
+    await sleep(wait);
+  }
 }
+
+/** Slot polling: 2 s doubling to 15 s (each poll is one short activity). */
+const SLOT_POLL_FIRST_MS = 2_000;
+const SLOT_POLL_MAX_MS = 15_000;
 
 // ---- step 4 -------------------------------------------------------------------------------------------
 

@@ -275,9 +275,28 @@ describe('claims', () => {
     expect(second.rejected.find((r) => r.host === 'h2')?.reason).toBe('already receiving a migration of u1');
 
     await inv.upsertVm(vm('u4', 'h1'));
-    const e = await rejects(inv.claimTarget(request('u4')), PlacementError);
-    expect(e.code).toBe('no-host');
-    expect(e.message).toMatch(/^no host can take vm-u4 \(512 MiB, 1 vCPU, 1 GiB disk\): h1: is the VM's source host; /);
+    // h1 already sends 2 migrations: the outbound limit (2) makes the third wait
+    const limited = await rejects(inv.claimTarget(request('u4')), PlacementError);
+    expect(limited.code).toBe('no-slot');
+    expect(limited.message).toMatch(/h1 is already sending 2 migrations \(limit 2 per source host\)/);
+    // with room in the limits, both targets that would fit are busy receiving: also a wait, not a refusal
+    const busy = await rejects(
+      inv.claimTarget(request('u4', { limits: { maxOutboundPerHost: 5, maxInboundPerHost: 1, maxInFlight: 5 } })),
+      PlacementError,
+    );
+    expect(busy.code).toBe('no-slot');
+    expect(busy.message).toMatch(/^waiting for a target: h2, h3 would fit vm-u4 .* but are busy receiving migrations$/);
+    // the fleet limit
+    const fleet = await rejects(
+      inv.claimTarget(request('u4', { limits: { maxOutboundPerHost: 5, maxInboundPerHost: 5, maxInFlight: 2 } })),
+      PlacementError,
+    );
+    expect(fleet.message).toMatch(/2 migrations are in flight in the fleet \(limit 2\)/);
+    // a higher inbound limit lets h2 take a second one
+    const second2 = await inv.claimTarget(request('u4', { limits: { maxOutboundPerHost: 5, maxInboundPerHost: 2, maxInFlight: 5 } }));
+    expect(['h2', 'h3']).toContain(second2.claim.host);
+    await inv.releaseClaim('u4', 'wf-u4');
+    await inv.setVmPlacement('u4', 'h1', 'running');
     expect((await inv.getVm('u4'))?.state).toBe('running');
     expect(await inv.listClaims()).toHaveLength(2);
   });
@@ -285,7 +304,7 @@ describe('claims', () => {
   it('fixed target: checked, by name or address; unknown is an error', async () => {
     expect((await inv.claimTarget(request('u1', { fixedTarget: '10.0.0.3' }))).claim.host).toBe('h3');
     const busy = await rejects(inv.claimTarget(request('u2', { fixedTarget: 'h3' })), PlacementError);
-    expect(busy.code).toBe('no-host');
+    expect(busy.code).toBe('no-slot');
     expect(busy.rejected).toEqual([{ host: 'h3', reason: 'already receiving a migration of u1' }]);
     const unknown = await rejects(inv.claimTarget(request('u2', { fixedTarget: 'h9' })), PlacementError);
     expect(unknown.code).toBe('unknown-host');

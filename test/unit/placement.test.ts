@@ -2,6 +2,7 @@ import { describe, it, expect } from 'vitest';
 import type { HostRecord } from '../../common/types';
 import {
   checkHost,
+  checkLimits,
   compareCandidates,
   computeUsage,
   formatBytes,
@@ -222,17 +223,46 @@ describe('placeVm', () => {
       placeVm(
         [host('ferry-h1'), host('ferry-h2', { state: 'maintenance' }), host('ferry-h3')],
         new Map([['ferry-h3', usage({ inbound: ['uuid-9'] })]]),
-        { ...req, sourceHost: 'ferry-h1' },
+        { ...req, sourceHost: 'ferry-h1', storageBytes: 10 ** 15 },
         'vm1',
       ),
     );
     expect(e.code).toBe('no-host');
-    expect(e.message).toBe(
-      "no host can take vm1 (128 MiB, 1 vCPU, 64 MiB disk): ferry-h1: is the VM's source host; " +
-        'ferry-h2: is in maintenance; ferry-h3: already receiving a migration of uuid-9 — ' +
-        'add capacity, finish or cancel running migrations, or pass --target',
+    expect(e.message).toMatch(
+      /^no host can take vm1 \(128 MiB, 1 vCPU, 909\.5 TiB disk\): ferry-h1: is the VM's source host; ferry-h2: is in maintenance; ferry-h3: already receiving a migration of uuid-9, not enough storage .* — add capacity, finish or cancel running migrations, or pass --target$/,
     );
     expect(e.rejected.map((r) => r.host)).toEqual(['ferry-h1', 'ferry-h2', 'ferry-h3']);
+  });
+
+  it('a host that would fit but is busy receiving makes the migration wait (no-slot), not fail', () => {
+    const e = expectPlacementError(() =>
+      placeVm([host('ferry-h1'), host('ferry-h2')], new Map([['ferry-h2', usage({ inbound: ['uuid-9'] })]]), { ...req, sourceHost: 'ferry-h1' }, 'vm1'),
+    );
+    expect(e.code).toBe('no-slot');
+    expect(e.message).toBe('waiting for a target: ferry-h2 would fit vm1 (128 MiB, 1 vCPU, 64 MiB disk) but is busy receiving migrations');
+  });
+
+  it('the inbound limit is configurable', () => {
+    const p = placeVm([host('ferry-h1'), host('ferry-h2')], new Map([['ferry-h2', usage({ inbound: ['uuid-9'] })]]), {
+      ...req,
+      sourceHost: 'ferry-h1',
+      limits: { maxOutboundPerHost: 2, maxInboundPerHost: 2, maxInFlight: 5 },
+    });
+    expect(p.host.name).toBe('ferry-h2');
+  });
+
+  it('checkLimits: outbound per source and fleet-wide, not counting the VM itself', () => {
+    const claims = [
+      { vmUuid: 'a', sourceHost: 's1' },
+      { vmUuid: 'b', sourceHost: 's1' },
+      { vmUuid: 'c', sourceHost: 's2' },
+    ];
+    expect(checkLimits(claims, { vmUuid: 'x', sourceHost: 's1' })).toMatch(/s1 is already sending 2 migrations \(limit 2 per source host\)/);
+    expect(checkLimits(claims, { vmUuid: 'a', sourceHost: 's1' })).toBeNull();
+    expect(checkLimits(claims, { vmUuid: 'x', sourceHost: 's2' })).toBeNull();
+    expect(checkLimits(claims, { vmUuid: 'x', sourceHost: 's3', limits: { maxOutboundPerHost: 2, maxInboundPerHost: 1, maxInFlight: 3 } })).toMatch(
+      /3 migrations are in flight in the fleet \(limit 3\)/,
+    );
   });
 
   it('reports an empty inventory', () => {

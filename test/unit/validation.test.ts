@@ -34,6 +34,8 @@ describe('validateMigrationInput', () => {
       createRetryIntervalMs: 1000,
       timeoutPerGiBMs: 150_000,
       timeoutFloorMs: 120_000,
+      limits: { maxOutboundPerHost: 2, maxInboundPerHost: 1, maxInFlight: 5 },
+      queueTimeoutMs: 1_800_000,
     });
   });
 
@@ -86,6 +88,9 @@ describe('validateMigrationInput', () => {
     ['huge bandwidth', { ...ok, bandwidthMiBps: 10 ** 9 }, /bandwidthMiBps must be at most/],
     ['unknown option', { ...ok, turbo: true }, /unknown option turbo/],
     ['unknown nested option', { ...ok, options: { yolo: 1 } }, /unknown option options\.yolo/],
+    ['zero limit', { ...ok, limits: { maxInFlight: 0 } }, /limits\.maxInFlight must be at least 1/],
+    ['unknown limit', { ...ok, limits: { maxEverything: 3 } }, /unknown option limits\.maxEverything/],
+    ['unparsable queue timeout', { ...ok, options: { queueTimeout: 'forever' } }, /not a duration/],
   ])('rejects %s', (_what, input, message) => {
     expect(problems(input).join('; ')).toMatch(message);
   });

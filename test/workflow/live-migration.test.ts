@@ -279,6 +279,44 @@ describe('liveMigration workflow (real Temporal, hypervisor double)', () => {
     expect(outcome.status).toBe('migrated');
   });
 
+  it('waits for a slot when a limit is reached, says so in the progress query, then proceeds', async () => {
+    const first = await newVm();
+    const second = await newVm();
+    hv.migrationMs = 60_000;
+    const a = await ferry.startMigration(input(first));
+    await eventually(async () => (await a.progress()).phase === 'migrating');
+    const b = await ferry.startMigration(input(second, { limits: { maxInFlight: 1 } }));
+    const waiting = await eventually(async () => {
+      const p = await b.progress();
+      return p.phase === 'waiting-for-slot' ? p : null;
+    });
+    expect(waiting.waitingFor).toMatch(/1 migrations are in flight in the fleet \(limit 1\)/);
+    expect(waiting.artifacts).toEqual([]);
+    expect((await inventory.getVm(second.uuid))?.state).toBe('running'); // nothing claimed while waiting
+    await a.cancel();
+    expect((await a.outcome()).status).toBe('cancelled');
+    hv.migrationMs = 200;
+    const outcome = await b.outcome();
+    finishedWorkflowIds.push(a.workflowId, b.workflowId);
+    expect(outcome.status).toBe('migrated');
+    expect(outcome.phaseMs['waiting-for-slot']).toBeGreaterThan(0);
+  });
+
+  it('gives up waiting for a slot after the queue timeout, having changed nothing', async () => {
+    const first = await newVm();
+    const second = await newVm();
+    hv.migrationMs = 60_000;
+    const a = await ferry.startMigration(input(first));
+    await eventually(async () => (await a.progress()).phase === 'migrating');
+    // the only other host (h2) is busy receiving: a fixed target that is busy means waiting too
+    const b = await ferry.startMigration(input(second, { targetHost: 'h2', options: { queueTimeout: '3s' } }));
+    await expect(b.outcome()).rejects.toThrow(/no slot within the queue timeout of 3\.0 s: waiting for a target: h2 would fit/);
+    await a.cancel();
+    await a.outcome();
+    finishedWorkflowIds.push(a.workflowId, b.workflowId);
+    await expectOnSourceAndRunning({ ...second });
+  });
+
   it('bad input fails at once, non-retryable, with nothing created or changed', async () => {
     const vm = await newVm();
     const calls = hv.calls.length;

@@ -55,13 +55,16 @@ export function buildProgram(ctx: CliContext): Command {
     .description('start N hosts with M small TCG VMs on the first one, registered in the inventory')
     .option('--hosts <n>', 'number of hosts', '2')
     .option('--vms <m>', 'number of VMs on the first host', '1')
+    .option('--prefix <p>', 'names of hosts (<p>-h1…), bridge (<p>br0) and veths; 1-8 of [a-z0-9]', 'ferry')
+    .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
     .option('--json', 'print the lab status as JSON')
-    .action(async (o: { hosts: string; vms: string; json?: boolean }) => {
+    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; json?: boolean }) => {
       const hosts = positiveInt('--hosts', o.hosts);
       const vms = Number(o.vms);
       if (!/^\d+$/.test(o.vms) || vms > 64) throw new CliExit(EXIT.badInput, '--vms must be a whole number from 0 to 64');
       if (hosts > 16) throw new CliExit(EXIT.badInput, '--hosts must be at most 16');
-      const status = await upLab(ctx, hosts, vms);
+      if (!/^[a-z0-9]{1,8}$/.test(o.prefix)) throw new CliExit(EXIT.badInput, '--prefix must be 1 to 8 characters of [a-z0-9]');
+      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet });
       if (o.json) printJson(status);
       else printLab(status);
     });
@@ -102,9 +105,10 @@ export function buildProgram(ctx: CliContext): Command {
       const dev = await devUp(log, ctx.home);
       const lab = await upLab(ctx, 3, 2);
       printLab(lab);
-      const vm = lab.vms.find((v) => v.host === 'ferry-h1');
-      if (!vm) throw new CliExit(EXIT.failure, 'the lab has no VM on ferry-h1 to migrate');
-      log(`\nmigrating ${vm.name} away from ferry-h1 …`);
+      const first = lab.hosts[0]?.name ?? 'ferry-h1';
+      const vm = lab.vms.find((v) => v.host === first);
+      if (!vm) throw new CliExit(EXIT.failure, `the lab has no VM on ${first} to migrate`);
+      log(`\nmigrating ${vm.name} away from ${first} …`);
       await runMigrate(ctx, { vm: vm.uuid, wait: true, ...(o.json ? { json: true } : {}) });
       process.stdout.write(`\nWeb UI: ${dev.webUi}/namespaces/default/workflows\n`);
     });
@@ -113,8 +117,8 @@ export function buildProgram(ctx: CliContext): Command {
 }
 
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
-async function upLab(ctx: CliContext, hosts: number, vms: number): Promise<LabStatus> {
-  const status = await labUp({ home: ctx.home, hosts, vms, log });
+async function upLab(ctx: CliContext, hosts: number, vms: number, naming: { prefix?: string; subnet?: string } = {}): Promise<LabStatus> {
+  const status = await labUp({ home: ctx.home, hosts, vms, log, ...naming });
   const results = await registerLab(await ctx.inventory(), ctx.hypervisor, status);
   for (const r of results) if (r.error) log(`warning: ${r.host} not synced: ${r.error}`);
   return status;

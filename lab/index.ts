@@ -10,9 +10,12 @@
  *   <home>/lab/ns/<name>.{mnt,uts}             persistent mount/UTS namespace handles (nsfs binds);
  *                                              <home>/lab/ns is a private bind mount of itself
  *   /run/netns/<name>                          network namespace (ip netns); eth0 = <address>/24
- *   bridge ferrybr0 (<subnet>.1/24) in the root namespace; root side of each host's veth: <name>-v
+ *   bridge <prefix>br0 (<subnet>.1/24) in the root namespace; root side of each host's veth: <name>-v
  *
- * Hosts: ferry-h1..ferry-hN at <subnet>.11, .12, …; URI qemu+tcp://<ip>/system (no auth, no TLS).
+ * Hosts: <prefix>-h1..<prefix>-hN at <subnet>.11, .12, …; URI qemu+tcp://<ip>/system (no auth, no TLS).
+ * The prefix (default `ferry`) and subnet (default 10.213.77) make a lab: several labs with different
+ * prefixes and subnets run side by side on one machine. Both are recorded in state.json, so labDown,
+ * labStatus, stopHostDaemon and startHostDaemon find them from the home alone.
  * Every host has the started+autostarted dir pool `ferry-root` on /var/lib/libvirt/images/ferry.
  * VMs vm1..vmM are created on the first host: 128 MiB, 1 vCPU, TCG, one qcow2 disk of 64 MiB whose
  * first 32 MiB are random, in a per-VM dir pool `ferry-<uuid>` on /var/lib/libvirt/images/ferry/<uuid>.
@@ -23,7 +26,9 @@
  * The host namespaces are created with private propagation: nothing mounted there is seen in the
  * root namespace (its /run/libvirt etc. stay as they were).
  *
- * One lab per machine (names, bridge and subnet are fixed); labUp/labDown must not run concurrently.
+ * One lab per prefix per machine: labUp/labDown tear down stray pieces (netns, veths, namespace handles,
+ * processes in them) of their OWN prefix only, never another prefix's. labUp/labDown of one prefix must
+ * not run concurrently; labs of different prefixes may.
  */
 import { spawn } from 'node:child_process';
 import { randomFillSync, randomUUID } from 'node:crypto';
@@ -35,6 +40,7 @@ import { labDomainXml } from './xml';
 import {
   ensureOnlyAddress,
   ipLinks,
+  ipv4Addresses,
   isAlive,
   isMountPoint,
   isNsfsMount,
@@ -89,8 +95,13 @@ export interface LabUpOptions {
   home: string;
   hosts: number;
   vms: number;
-  /** First three octets of the lab's /24, default '10.213.77'. */
+  /** First three octets of the lab's /24, default '10.213.77'. Must not be in use by another interface. */
   subnet?: string;
+  /**
+   * Names this lab's pieces: hosts `<prefix>-h<k>` (netns the same), bridge `<prefix>br0`, veths
+   * `<prefix>-h<k>-v`. 1..8 characters of [a-z0-9], default `ferry`.
+   */
+  prefix?: string;
   /** Default 128. */
   vmMemoryMiB?: number;
   /** Random data at the start of each VM disk, default 32 MiB (the disk is max(64, this) MiB). */
@@ -99,6 +110,8 @@ export interface LabUpOptions {
   log?: (line: string) => void;
 }
 
+export const LAB_DEFAULT_PREFIX = 'ferry';
+/** The default lab's bridge. */
 export const LAB_BRIDGE = 'ferrybr0';
 export const LAB_DEFAULT_SUBNET = '10.213.77';
 export const LAB_STORAGE_ROOT = '/var/lib/libvirt/images/ferry';
@@ -120,8 +133,28 @@ export const LAB_BINDS: readonly { inside: string; sub: string }[] = [
   { inside: '/var/cache/libvirt', sub: 'cache' },
 ];
 
-export function labHostName(i: number): string {
-  return `ferry-h${i}`;
+/** A lab prefix: 1..8 characters of [a-z0-9] (so that `<prefix>-h<k>-v` fits an interface name). */
+export function checkLabPrefix(prefix: string): string {
+  if (!/^[a-z0-9]{1,8}$/.test(prefix)) {
+    throw new LabError(`lab prefix must be 1 to 8 characters of [a-z0-9], e.g. ferry (got ${JSON.stringify(prefix)})`);
+  }
+  return prefix;
+}
+
+export function labHostName(i: number, prefix: string = LAB_DEFAULT_PREFIX): string {
+  return `${checkLabPrefix(prefix)}-h${i}`;
+}
+
+/** The lab's bridge in the root namespace: `<prefix>br0` (at most 11 characters). */
+export function labBridgeName(prefix: string = LAB_DEFAULT_PREFIX): string {
+  return `${checkLabPrefix(prefix)}br0`;
+}
+
+function checkSubnet(subnet: string): string {
+  if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(subnet) || subnet.split('.').some((x) => Number(x) > 255)) {
+    throw new LabError(`subnet must be the first three octets of a /24, e.g. 10.213.77 (got ${subnet})`);
+  }
+  return subnet;
 }
 
 export function labHostUri(address: string): string {
@@ -188,6 +221,8 @@ const StateVmSchema = z.object({
 const StateSchema = z.object({
   version: z.literal(1),
   home: z.string(),
+  /** Absent in state files written before labs had prefixes: those are the default lab. */
+  prefix: z.string().default(LAB_DEFAULT_PREFIX),
   subnet: z.string(),
   bridge: z.string(),
   hosts: z.array(StateHostSchema),
@@ -199,9 +234,13 @@ type StateVm = z.infer<typeof StateVmSchema>;
 type LabState = z.infer<typeof StateSchema>;
 
 function readState(home: string): LabState | null {
+  return readStateFile(statePath(home));
+}
+
+function readStateFile(file: string): LabState | null {
   let text: string;
   try {
-    text = fs.readFileSync(statePath(home), 'utf8');
+    text = fs.readFileSync(file, 'utf8');
   } catch {
     return null;
   }
@@ -506,18 +545,30 @@ async function signalAndWait(pid: number, signal: 'SIGKILL' | 'SIGTERM'): Promis
   }
 }
 
-async function ensureBridge(subnet: string): Promise<void> {
-  const links = await ipLinks();
-  const br = links.find((l) => l.ifname === LAB_BRIDGE);
-  if (br && br.linkinfo?.info_kind !== 'bridge') {
-    throw new LabError(`${LAB_BRIDGE} exists and is not a bridge`);
+/** Another interface (another lab's bridge, a real network) already in this /24 would break routing. */
+async function assertSubnetFree(bridge: string, subnet: string): Promise<void> {
+  const clash = (await ipv4Addresses()).find((a) => a.ifname !== bridge && a.local.startsWith(`${subnet}.`));
+  if (clash) {
+    throw new LabError(
+      `subnet ${subnet}.0/24 is already used by ${clash.ifname} (${clash.local}/${clash.prefixlen}), perhaps another lab: ` +
+        'choose another subnet (labUp `subnet`, `ferry lab up --subnet`, FERRY_LAB_SUBNET in tests)',
+    );
   }
-  if (!br) await run('ip', ['link', 'add', 'name', LAB_BRIDGE, 'type', 'bridge']);
-  await ensureOnlyAddress(LAB_BRIDGE, `${subnet}.1/24`);
-  await run('ip', ['link', 'set', 'dev', LAB_BRIDGE, 'up']);
 }
 
-async function ensureHostNetwork(r: HostRefs): Promise<void> {
+async function ensureBridge(bridge: string, subnet: string): Promise<void> {
+  const links = await ipLinks();
+  const br = links.find((l) => l.ifname === bridge);
+  if (br && br.linkinfo?.info_kind !== 'bridge') {
+    throw new LabError(`${bridge} exists and is not a bridge`);
+  }
+  await assertSubnetFree(bridge, subnet);
+  if (!br) await run('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
+  await ensureOnlyAddress(bridge, `${subnet}.1/24`);
+  await run('ip', ['link', 'set', 'dev', bridge, 'up']);
+}
+
+async function ensureHostNetwork(r: HostRefs, bridge: string): Promise<void> {
   const { h } = r;
   if (!isNsfsMount(r.netnsFile)) {
     await tryRun('ip', ['netns', 'delete', h.netns]);
@@ -531,7 +582,7 @@ async function ensureHostNetwork(r: HostRefs): Promise<void> {
     if (inner) await tryRun('ip', ['-n', h.netns, 'link', 'delete', 'dev', 'eth0']);
     await run('ip', ['link', 'add', 'name', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.netns]);
   }
-  await run('ip', ['link', 'set', 'dev', veth, 'master', LAB_BRIDGE, 'up']);
+  await run('ip', ['link', 'set', 'dev', veth, 'master', bridge, 'up']);
   await ensureOnlyAddress('eth0', `${h.address}/24`, h.netns);
   await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'lo', 'up']);
   await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'eth0', 'up']);
@@ -599,9 +650,9 @@ function writeHostConfig(r: HostRefs): boolean {
   return a || b;
 }
 
-async function bringUpHost(home: string, h: StateHost, nsReal: string, log: (l: string) => void): Promise<void> {
+async function bringUpHost(home: string, h: StateHost, nsReal: string, bridge: string, log: (l: string) => void): Promise<void> {
   const r = refs(home, h);
-  await ensureHostNetwork(r);
+  await ensureHostNetwork(r, bridge);
   await ensureHostMountNs(r, nsReal);
   const changed = writeHostConfig(r);
   await ensureDaemon(r, changed, log);
@@ -648,8 +699,6 @@ async function warmQemuCaps(home: string, hosts: readonly StateHost[], log: (l: 
 // ---------------------------------------------------------------------------------------------
 // clean-up of stray pieces (crashed sessions, other homes)
 
-const HOST_RE = /^ferry-h\d+$/;
-
 function safeReaddir(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
@@ -659,15 +708,25 @@ function safeReaddir(dir: string): string[] {
 }
 
 /**
- * Tears down every lab host not in `keep`: processes in its network or mount namespace, the netns,
- * the root-side veth, and namespace handles bound under any `…/lab/ns/` directory (ours or a crashed
- * session's). `ourNs` is the real path of this home's ns dir (or null).
+ * Tears down every host of lab `prefix` not in `keep`: processes in its network or mount namespace, the
+ * netns, the root-side veth, and namespace handles bound under any `…/lab/ns/` directory (ours or a
+ * crashed session's). Only names of this prefix (`<prefix>-h<k>`) are ever touched: other labs' pieces
+ * are left alone. `ourNs` is the real path of this home's ns dir (or null).
  */
-async function teardownHosts(keep: ReadonlySet<string>, ourNs: string | null, log: (l: string) => void): Promise<void> {
-  const netnsNames = safeReaddir('/run/netns').filter((n) => HOST_RE.test(n) && !keep.has(n));
+async function teardownHosts(
+  prefix: string,
+  keep: ReadonlySet<string>,
+  ourNs: string | null,
+  log: (l: string) => void,
+): Promise<void> {
+  checkLabPrefix(prefix); // [a-z0-9] only: safe inside a regular expression
+  const hostRe = new RegExp(`^${prefix}-h\\d+$`);
+  const nsRe = new RegExp(`/lab/ns/(${prefix}-h\\d+)\\.(mnt|uts)$`);
+  const vethRe = new RegExp(`^(${prefix}-h\\d+)-v$`);
+  const netnsNames = safeReaddir('/run/netns').filter((n) => hostRe.test(n) && !keep.has(n));
   const nsMounts = rootMounts().filter((m) => {
     if (m.fstype !== 'nsfs') return false;
-    const mm = /\/lab\/ns\/(ferry-h\d+)\.(mnt|uts)$/.exec(m.mountPoint);
+    const mm = nsRe.exec(m.mountPoint);
     if (!mm?.[1]) return false;
     const ours = ourNs !== null && path.dirname(m.mountPoint) === ourNs;
     return !(ours && keep.has(mm[1]));
@@ -699,14 +758,15 @@ async function teardownHosts(keep: ReadonlySet<string>, ourNs: string | null, lo
   // Root-side veths whose host is gone (deleting one end deletes the pair, even if a stray copy
   // of the netns is still pinned somewhere).
   for (const l of await ipLinks()) {
-    const mm = /^(ferry-h\d+)-v$/.exec(l.ifname);
+    const mm = vethRe.exec(l.ifname);
     if (mm?.[1] && !keep.has(mm[1])) await tryRun('ip', ['link', 'delete', 'dev', l.ifname]);
   }
-  // Other homes' ns dirs (self bind mounts) left by a crashed session, once empty.
+  // Other homes' ns dirs (self bind mounts) left by a crashed session of this prefix, once empty.
   const all = rootMounts();
   for (const m of all) {
     if (!m.mountPoint.endsWith('/lab/ns') || m.mountPoint === ourNs) continue;
     if (!fs.existsSync(path.join(path.dirname(m.mountPoint), 'hosts'))) continue;
+    if (readStateFile(path.join(path.dirname(m.mountPoint), 'state.json'))?.prefix !== prefix) continue;
     if (all.some((c) => c.mountPoint.startsWith(m.mountPoint + '/'))) continue;
     await tryRun('umount', [m.mountPoint]);
   }
@@ -808,12 +868,10 @@ async function createVm(home: string, h: StateHost, vm: StateVm, log: (l: string
  */
 export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   const log = o.log ?? (() => undefined);
-  const subnet = o.subnet ?? LAB_DEFAULT_SUBNET;
+  const subnet = checkSubnet(o.subnet ?? LAB_DEFAULT_SUBNET);
+  const prefix = checkLabPrefix(o.prefix ?? LAB_DEFAULT_PREFIX);
   const vmMemoryMiB = o.vmMemoryMiB ?? 128;
   const randomDataMiB = o.randomDataMiB ?? 32;
-  if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(subnet) || subnet.split('.').some((x) => Number(x) > 255)) {
-    throw new LabError(`subnet must be the first three octets of a /24, e.g. 10.213.77 (got ${subnet})`);
-  }
   if (!Number.isInteger(o.hosts) || o.hosts < 1 || o.hosts > 200) throw new LabError('hosts must be 1..200');
   if (!Number.isInteger(o.vms) || o.vms < 0 || o.vms > 1000) throw new LabError('vms must be 0..1000');
   if (!Number.isInteger(vmMemoryMiB) || vmMemoryMiB < 16) throw new LabError('vmMemoryMiB must be an integer >= 16');
@@ -824,13 +882,16 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
 
   const home = path.resolve(o.home);
   let state = readState(home);
-  if (state && state.subnet !== subnet) {
-    throw new LabError(`the lab in ${labDir(home)} uses subnet ${state.subnet}; run \`ferry lab down\` first`);
+  await assertSubnetFree(labBridgeName(prefix), subnet); // before anything is written or torn down
+  if (state && (state.subnet !== subnet || state.prefix !== prefix)) {
+    throw new LabError(
+      `the lab in ${labDir(home)} uses prefix ${state.prefix} and subnet ${state.subnet}; run \`ferry lab down\` first`,
+    );
   }
   if (!state) {
-    // Fresh start: remove whatever a crashed session left, including this home's old lab dir.
+    // Fresh start: remove whatever a crashed session of this prefix left, including this home's old lab dir.
     const oldNs = fs.existsSync(nsDir(home)) ? fs.realpathSync(nsDir(home)) : null;
-    await teardownHosts(new Set(), oldNs, log);
+    await teardownHosts(prefix, new Set(), oldNs, log);
     if (fs.existsSync(labDir(home))) {
       const real = fs.realpathSync(labDir(home));
       await unmountUnder(real);
@@ -842,8 +903,9 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
     state = {
       version: 1,
       home,
+      prefix,
       subnet,
-      bridge: LAB_BRIDGE,
+      bridge: labBridgeName(prefix),
       hosts: [],
       vms: [],
       createdAt: new Date().toISOString(),
@@ -851,18 +913,18 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   }
   fs.mkdirSync(tmpDir(home), { recursive: true });
   for (let i = state.hosts.length + 1; i <= o.hosts; i++) {
-    const name = labHostName(i);
+    const name = labHostName(i, prefix);
     const address = `${subnet}.${10 + i}`;
     state.hosts.push({ name, address, uri: labHostUri(address), netns: name, hostUuid: randomUUID() });
   }
   writeState(home, state);
   const st: LabState = state;
 
-  // Stray hosts that are not ours (another home, a crashed session).
+  // Stray hosts of this prefix that are not ours (another home, a crashed session).
   const nsReal = await ensureNsDir(home);
-  await teardownHosts(new Set(st.hosts.map((h) => h.name)), nsReal, log);
-  await ensureBridge(subnet);
-  await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, log)));
+  await teardownHosts(prefix, new Set(st.hosts.map((h) => h.name)), nsReal, log);
+  await ensureBridge(st.bridge, subnet);
+  await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, st.bridge, log)));
   await warmQemuCaps(home, st.hosts, log);
 
   const first = st.hosts[0];
@@ -906,15 +968,22 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   return labStatus(home);
 }
 
-/** Kills everything of the lab, removes netns, veths, bridge, namespace handles and <home>/lab. */
-export async function labDown(home: string): Promise<void> {
+/**
+ * Kills everything of the lab, removes netns, veths, bridge, namespace handles and <home>/lab. The prefix
+ * comes from the home's state file; `prefix` is only used when there is none (then stray pieces of that
+ * prefix, e.g. of a crashed session, are removed; default `ferry`). Other prefixes' labs are never touched.
+ */
+export async function labDown(home: string, opts: { prefix?: string } = {}): Promise<void> {
   requireRoot();
   const log = () => undefined;
   const dir = labDir(home);
+  const state = readState(path.resolve(home));
+  const prefix = checkLabPrefix(state?.prefix ?? opts.prefix ?? LAB_DEFAULT_PREFIX);
+  const bridge = state?.bridge ?? labBridgeName(prefix);
   const ourNs = fs.existsSync(nsDir(home)) ? fs.realpathSync(nsDir(home)) : null;
-  await teardownHosts(new Set(), ourNs, log);
-  if ((await ipLinks()).some((l) => l.ifname === LAB_BRIDGE)) {
-    await run('ip', ['link', 'delete', 'dev', LAB_BRIDGE]);
+  await teardownHosts(prefix, new Set(), ourNs, log);
+  if ((await ipLinks()).some((l) => l.ifname === bridge)) {
+    await run('ip', ['link', 'delete', 'dev', bridge]);
   }
   if (fs.existsSync(dir)) {
     const real = fs.realpathSync(dir);
@@ -982,8 +1051,9 @@ export async function startHostDaemon(home: string, host: string): Promise<void>
   if (!isNsfsMount(r.netnsFile) || !isNsfsMount(r.mntFile) || !isNsfsMount(r.utsFile)) {
     const nsReal = await ensureNsDir(abs);
     const s = readState(abs);
-    if (s) await ensureBridge(s.subnet);
-    await ensureHostNetwork(r);
+    const bridge = s?.bridge ?? LAB_BRIDGE;
+    if (s) await ensureBridge(bridge, s.subnet);
+    await ensureHostNetwork(r, bridge);
     await ensureHostMountNs(r, nsReal);
     writeHostConfig(r);
   }

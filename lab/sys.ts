@@ -215,3 +215,13 @@ export async function ensureOnlyAddress(dev: string, cidr: string, netns?: strin
   if (v4.length > 0) await run('ip', [...ns, '-4', 'addr', 'flush', 'dev', dev], { timeoutMs: 15_000 });
   await run('ip', [...ns, 'addr', 'add', cidr, 'dev', dev], { timeoutMs: 15_000 });
 }
+
+/** Every IPv4 address in a network namespace (default: the root's), with its interface. */
+export async function ipv4Addresses(netns?: string): Promise<{ ifname: string; local: string; prefixlen: number }[]> {
+  const args = [...(netns ? ['-n', netns] : []), '-j', '-4', 'addr', 'show'];
+  const r = await run('ip', args, { timeoutMs: 15_000 });
+  const list = JSON.parse(r.stdout || '[]') as IpAddr[];
+  return list.flatMap((l) =>
+    (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ ifname: l.ifname, local: a.local, prefixlen: a.prefixlen })),
+  );
+}

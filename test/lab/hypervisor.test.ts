@@ -21,6 +21,7 @@ import {
   startHostDaemon,
   stopHostDaemon,
 } from '../../lab';
+import { labNaming } from '../support/lab-naming';
 
 const canRun = process.getuid?.() === 0 && existsSync('/usr/sbin/libvirtd') && existsSync('/usr/bin/virsh');
 const MiB = 1024 * 1024;
@@ -66,7 +67,7 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
 
   beforeAll(async () => {
     home = mkdtempSync(join(tmpdir(), 'ferry-hv-lab-'));
-    const lab = await labUp({ home, hosts: 2, vms: 1 });
+    const lab = await labUp({ home, hosts: 2, vms: 1, ...labNaming() });
     const [a, b] = lab.hosts;
     const v = lab.vms[0];
     if (!a || !b || !v) throw new Error('lab did not come up with 2 hosts and 1 vm');
@@ -78,8 +79,8 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
   afterAll(async () => {
     if (!home) return;
     try {
-      await startHostDaemon(home, 'ferry-h1').catch(() => undefined);
-      await startHostDaemon(home, 'ferry-h2').catch(() => undefined);
+      if (h1) await startHostDaemon(home, h1.name).catch(() => undefined);
+      if (h2) await startHostDaemon(home, h2.name).catch(() => undefined);
     } finally {
       await labDown(home);
       rmSync(home, { recursive: true, force: true });

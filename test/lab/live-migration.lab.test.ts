@@ -8,15 +8,17 @@ import type { LabVm } from '../../lab';
 import { canRunLab, poolsOn, startLabHarness, storageEntries, vmDirExists, whereRuns, type LabHarness } from '../support/lab-harness';
 import { eventually } from '../support/temporal';
 
-const H1 = 'ferry-h1';
-const H2 = 'ferry-h2';
-
 describe.skipIf(!canRunLab)('liveMigration on the real lab', () => {
   let h: LabHarness;
   let vms: LabVm[];
+  /** The lab's host names (<prefix>-h1, <prefix>-h2): FERRY_LAB_PREFIX picks the prefix. */
+  let H1 = '';
+  let H2 = '';
 
   beforeAll(async () => {
     h = await startLabHarness({ hosts: 2, vms: 4 });
+    H1 = h.lab.hosts[0]!.name;
+    H2 = h.lab.hosts[1]!.name;
     vms = h.lab.vms;
     expect(vms).toHaveLength(4);
   }, 300_000);
@@ -90,7 +92,7 @@ describe.skipIf(!canRunLab)('liveMigration on the real lab', () => {
       return pr.phase === 'compensating' ? pr : null;
     }, 60_000);
     expect(p.createAttempts.directory).toBe(3);
-    expect(p.lastError).toMatch(/create task directory on ferry-h2 failed 3 of 3/);
+    expect(p.lastError).toContain(`create task directory on ${H2} failed 3 of 3`);
     // the VM's state is restored first, before the target is even reachable
     await eventually(async () => (await h.inventory.getVm(vm.uuid))?.state === 'running', 30_000);
     expect(await h.inventory.getVm(vm.uuid)).toMatchObject({ host: H1, state: 'running' });

@@ -13,7 +13,10 @@ import { openInventory, type Inventory } from '../../inventory';
 import { hostPath, labDown, labUp, LAB_STORAGE_ROOT, type LabStatus } from '../../lab';
 import { registerLab } from '../../lab/register';
 import { createFerryWorker } from '../../worker';
+import { labNaming } from './lab-naming';
 import { startTemporal } from './temporal';
+
+export { labNaming } from './lab-naming';
 
 export const canRunLab = process.getuid?.() === 0 && fs.existsSync('/usr/sbin/libvirtd');
 
@@ -30,7 +33,7 @@ export interface LabHarness {
 
 export async function startLabHarness(o: { hosts: number; vms: number; taskQueue?: string }): Promise<LabHarness> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-'));
-  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms });
+  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming() });
   const hv = new VirshHypervisor();
   const inventory = await openInventory(path.join(home, 'inventory.db'));
   const synced = await registerLab(inventory, hv, lab);

@@ -1,0 +1,12 @@
+/**
+ * The lab this test process uses: FERRY_LAB_PREFIX / FERRY_LAB_SUBNET (defaults `ferry` / 10.213.77).
+ * Engineers sharing a machine each pick their own pair, so that their labs never touch each other.
+ */
+import { LAB_DEFAULT_PREFIX, LAB_DEFAULT_SUBNET } from '../../lab';
+
+export function labNaming(): { prefix: string; subnet: string } {
+  return {
+    prefix: process.env['FERRY_LAB_PREFIX'] || LAB_DEFAULT_PREFIX,
+    subnet: process.env['FERRY_LAB_SUBNET'] || LAB_DEFAULT_SUBNET,
+  };
+}

@@ -4,7 +4,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { CancelledFailure } from '@temporalio/common';
-import type { DiskRecord, HistoryRecord, HostRecord, VmState } from '../common/types';
+import type { DiskRecord, HistoryRecord, HostRecord, HostState, VmState } from '../common/types';
 import type {
   CompletedMigrationStats,
   CreateTaskResult,
@@ -551,6 +551,44 @@ export function createActivities(deps: ActivityDeps) {
           // The next `ferry inventory sync` corrects it.
         }
       }
+    },
+
+    // ---- evacuation ----
+
+    /**
+     * Puts the host in maintenance (so it is never chosen as a target) and lists its VMs. Idempotent: a retry
+     * finds it in maintenance already and reports the state it had before the first call as `previousState`
+     * only if that call's answer was lost — the workflow keeps the first answer it gets.
+     */
+    async beginEvacuation(input: { host: string }): Promise<{
+      host: HostRef & { state: HostState };
+      previousState: HostState;
+      vms: { uuid: string; name: string; state: VmState }[];
+    }> {
+      return guarded(async () => {
+        const host = await inventory.getHost(input.host);
+        if (host === null) {
+          throw nonRetryable(FailureType.InvalidInput, `host "${input.host}" is not in the inventory: check the name or address (\`ferry hosts list\`)`);
+        }
+        if (host.state !== 'maintenance') await inventory.setHostState(host.name, 'maintenance');
+        const vms = await inventory.listVms({ host: host.name });
+        return {
+          host: { ...hostRef(host), state: 'maintenance' },
+          previousState: host.state,
+          vms: vms.map((v) => ({ uuid: v.uuid, name: v.name, state: v.state })),
+        };
+      });
+    },
+
+    async setHostState(input: { host: string; state: HostState }): Promise<void> {
+      return guarded(async () => {
+        await inventory.setHostState(input.host, input.state);
+      });
+    },
+
+    /** VMs the inventory still has on a host. */
+    async vmsOnHost(input: { host: string }): Promise<{ uuid: string; name: string; state: VmState }[]> {
+      return guarded(async () => (await inventory.listVms({ host: input.host })).map((v) => ({ uuid: v.uuid, name: v.name, state: v.state })));
     },
 
     async recordHistory(row: HistoryRecord): Promise<void> {

@@ -112,6 +112,9 @@ export interface MigrationReport {
   migrationMs: number | null;
   timeoutMs: number | null;
   phaseMs: Record<string, number>;
+  /** When the migration held its target claim (ISO; null when it never got one): its in-flight interval. */
+  claimedAt: string | null;
+  releasedAt: string | null;
   reason: string | null;
   /** Where libvirt says the VM runs at the end. */
   location: VmLocation | null;

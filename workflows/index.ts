@@ -1,2 +1,3 @@
 // Every workflow type the Ferry worker runs (this module is the worker's `workflowsPath`).
 export { liveMigration, progressQuery, cancelSignal, progressSignal } from './live-migration';
+export { evacuateHost, evacuateHosts } from './evacuate-host';

@@ -19,6 +19,7 @@ import {
   CancelledFailure,
   defineQuery,
   defineSignal,
+  getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -45,6 +46,7 @@ import type { HistoryRecord, MigrationResultKind } from '../common/types';
 import { FailureType } from '../common/failures';
 import { formatDuration } from '../common/durations';
 import { vmPoolName } from '../common/names';
+import { childPhaseSignal } from './signals';
 import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
 import {
   defaultMigrationTimeoutMs,
@@ -135,6 +137,9 @@ interface Run {
   startedAt: number;
   cancelReason: string | null;
   cancelledBySignal: boolean;
+  /** When the target claim was taken and given back (workflow time): the migration's in-flight interval. */
+  claimedAt: number | null;
+  releasedAt: number | null;
 }
 
 function setPhase(run: Run, phase: Phase): void {
@@ -145,6 +150,21 @@ function setPhase(run: Run, phase: Phase): void {
   run.progress.phase = phase;
   run.progress.waitingFor = null;
   upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
+  tellParent(run);
+}
+
+/** A migration started by an evacuation reports its phase changes to it (best effort). */
+function tellParent(run: Run): void {
+  const parent = workflowInfo().parent;
+  if (!parent) return;
+  getExternalWorkflowHandle(parent.workflowId, parent.runId)
+    .signal(childPhaseSignal, {
+      vmUuid: run.progress.vm.uuid,
+      phase: run.progress.phase,
+      target: run.progress.target,
+      waitingFor: run.progress.waitingFor,
+    })
+    .catch(() => undefined);
 }
 
 function startRun(input: LiveMigrationInput, forward: CancellationScope): Run {
@@ -178,6 +198,8 @@ function startRun(input: LiveMigrationInput, forward: CancellationScope): Run {
     startedAt: Date.now(),
     cancelReason: null,
     cancelledBySignal: false,
+    claimedAt: null,
+    releasedAt: null,
   };
   setHandler(progressQuery, () => run.progress);
   setHandler(cancelSignal, (req) => {
@@ -274,6 +296,7 @@ async function selectTarget(run: Run, request: MigrationRequest, vm: VmFacts): P
       limits: request.limits,
     });
     if ('target' in placed) {
+      run.claimedAt = Date.now();
       run.target = placed.target;
       run.progress.target = placed.target.name;
       upsertSearchAttributes([{ key: SA_TARGET, value: placed.target.name }]);
@@ -287,8 +310,10 @@ async function selectTarget(run: Run, request: MigrationRequest, vm: VmFacts): P
         nonRetryable: true,
       });
     }
-    if (run.progress.phase !== 'waiting-for-slot') setPhase(run, 'waiting-for-slot');
+    const first = run.progress.phase !== 'waiting-for-slot';
+    if (first) setPhase(run, 'waiting-for-slot');
     run.progress.waitingFor = placed.waiting;
+    if (first) tellParent(run);
     await sleep(wait);
   }
 }
@@ -427,6 +452,7 @@ async function finishMigration(
     );
   }
   await mustComplete.recordVmMoved({ vmUuid: vm.uuid, target: target.name, workflowId: run.progress.workflowId });
+  run.releasedAt = Date.now();
 
   let sourceCleaned = false;
   if (!run.request?.keepSourceStorage) {
@@ -511,6 +537,7 @@ async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
   // 3. Then the claim: the target is not chosen again while it is being cleaned.
   run.progress.waitingFor = 'releasing the target claim';
   await mustComplete.releaseClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId });
+  run.releasedAt = Date.now();
 
   setPhase(run, failure.outcome);
   const report = buildReport(run, failure.outcome, failure.message, null, where, false, warnings);
@@ -648,6 +675,8 @@ function buildReport(
     migrationMs: run.migrationMs,
     timeoutMs: run.timeoutMs,
     phaseMs: { ...run.phaseMs },
+    claimedAt: run.claimedAt === null ? null : new Date(run.claimedAt).toISOString(),
+    releasedAt: run.releasedAt === null ? null : new Date(run.releasedAt).toISOString(),
     reason,
     location: where?.location ?? null,
     sourceCleaned,

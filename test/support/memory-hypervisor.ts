@@ -42,6 +42,8 @@ export type FaultMethod = keyof Hypervisor;
 interface Fault {
   method: FaultMethod;
   uri?: string;
+  /** Only calls whose arguments mention this text (e.g. one VM's pool). */
+  match?: string;
   remaining: number; // Infinity = always
   kind: LibvirtErrorKind;
   message: string;
@@ -89,10 +91,11 @@ export class MemoryHypervisor implements Hypervisor {
   }
 
   /** Makes the next `times` calls of `method` (optionally on one host) fail with a libvirt error. */
-  fail(method: FaultMethod, times: number, opts: { uri?: string; kind?: LibvirtErrorKind; message?: string } = {}): void {
+  fail(method: FaultMethod, times: number, opts: { uri?: string; match?: string; kind?: LibvirtErrorKind; message?: string } = {}): void {
     this.faults.push({
       method,
       ...(opts.uri !== undefined ? { uri: opts.uri } : {}),
+      ...(opts.match !== undefined ? { match: opts.match } : {}),
       remaining: times,
       kind: opts.kind ?? 'connection',
       message: opts.message ?? `injected ${opts.kind ?? 'connection'} failure of ${method}`,
@@ -111,7 +114,13 @@ export class MemoryHypervisor implements Hypervisor {
     this.calls.push({ method, uri, args });
     const h = this.host(uri);
     if (!h.up) throw new LibvirtError('connection', `failed to connect to ${uri}: Connection refused`);
-    const f = this.faults.find((x) => x.method === method && (x.uri === undefined || x.uri === uri) && x.remaining > 0);
+    const f = this.faults.find(
+      (x) =>
+        x.method === method &&
+        (x.uri === undefined || x.uri === uri) &&
+        (x.match === undefined || JSON.stringify(args).includes(x.match)) &&
+        x.remaining > 0,
+    );
     if (f) {
       f.remaining -= 1;
       throw new LibvirtError(f.kind, f.message);

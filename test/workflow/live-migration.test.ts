@@ -4,64 +4,29 @@
  * Every test asserts outcomes: where the VM is, what is left on the target, what the inventory says.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { WorkflowFailedError } from '@temporalio/client';
-import { FerryClient, MigrationAlreadyRunningError, MigrationRejectedError } from '../../client';
+import { MigrationAlreadyRunningError, MigrationRejectedError, type FerryClient } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
-import { createFerryWorker, workflowsPath } from '../../worker';
-import { openInventory, type Inventory } from '../../inventory';
-import { MemoryHypervisor } from '../support/memory-hypervisor';
-import { eventually, startTemporal } from '../support/temporal';
+import { workflowsPath } from '../../worker';
+import type { Inventory } from '../../inventory';
+import type { MemoryHypervisor } from '../support/memory-hypervisor';
+import { eventually } from '../support/temporal';
+import { DISK, memUri, startWorkflowWorld, type TestVm, type WorkflowWorld } from '../support/workflow-env';
 
-const ROOT = '/var/lib/libvirt/images/ferry';
-const H1 = 'mem://h1/system';
-const H2 = 'mem://h2/system';
-const DISK = 'disk0.qcow2';
+const H1 = memUri('h1');
+const H2 = memUri('h2');
 const HISTORY_DIR = path.join(__dirname, 'histories');
 
-let env: TestWorkflowEnvironment;
-let worker: Worker;
-let workerRun: Promise<void>;
+let world: WorkflowWorld;
+let env: WorkflowWorld['env'];
 let inventory: Inventory;
 let hv: MemoryHypervisor;
 let ferry: FerryClient;
-let tmp: string;
-let vmCounter = 0;
 const finishedWorkflowIds: string[] = [];
-
-interface TestVm {
-  uuid: string;
-  name: string;
-  dir: string;
-  pool: string;
-}
-
-function uuidFor(n: number): string {
-  return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
-}
-
-/** A fresh VM on h1 (inventory + hypervisor), so tests never share state. */
-async function newVm(): Promise<TestVm> {
-  vmCounter += 1;
-  const uuid = uuidFor(vmCounter);
-  const vm = { uuid, name: `vm${vmCounter}`, dir: `${ROOT}/${uuid}`, pool: `ferry-${uuid}` };
-  const disks = [{ name: DISK, target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as const }];
-  hv.addVm(H1, { ...vm, memoryMiB: 128, vcpus: 1, disks });
-  await inventory.upsertVm({
-    uuid,
-    name: vm.name,
-    host: 'h1',
-    memoryMiB: 128,
-    vcpus: 1,
-    state: 'running',
-    disks: disks.map((d) => ({ ...d, path: `${vm.dir}/${d.name}` })),
-  });
-  return vm;
-}
+const newVm = () => world.newVm();
 
 function input(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
   return { sourceHost: '10.0.0.1', vmName: vm.name, vmUuid: vm.uuid, options: { createRetryInterval: '100ms' }, ...extra };
@@ -83,34 +48,13 @@ async function expectOnSourceAndRunning(vm: TestVm): Promise<void> {
 }
 
 beforeAll(async () => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-wf-'));
-  env = await startTemporal();
-  inventory = await openInventory(path.join(tmp, 'inventory.db'));
-  hv = new MemoryHypervisor();
-  hv.addHost(H1, 'h1');
-  hv.addHost(H2, 'h2');
-  for (const [name, address, uri] of [
-    ['h1', '10.0.0.1', H1],
-    ['h2', '10.0.0.2', H2],
-  ] as const) {
-    await inventory.addHost({ name, address, uri, storageRoot: ROOT, memoryMiB: 16384, vcpus: 8, storageFreeBytes: 50 * 2 ** 30 });
-  }
-  ferry = FerryClient.fromClient(env.client, 'ferry-wf-test');
-  worker = await createFerryWorker({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue: 'ferry-wf-test',
-    inventory,
-    hypervisor: hv,
-    client: env.client,
-    activityOptions: { jobPollIntervalMs: 50, progressSignalIntervalMs: 100 },
-  });
-  workerRun = worker.run();
+  world = await startWorkflowWorld({ hosts: 2, taskQueue: 'ferry-wf-test', uuidPrefix: '00000000' });
+  ({ env, inventory, hv, ferry } = world);
 }, 120_000);
 
 afterAll(async () => {
-  // Replay every history this file produced: the workflow must be deterministic.
-  if (worker) {
+  // Record this file's histories on request (FERRY_RECORD_HISTORIES=1) for the replay test of later versions.
+  if (world) {
     const histories = await Promise.all(
       finishedWorkflowIds.map(async (id) => ({ workflowId: id, history: await env.client.workflow.getHandle(id).fetchHistory() })),
     );
@@ -120,12 +64,8 @@ afterAll(async () => {
         fs.writeFileSync(path.join(HISTORY_DIR, `${h.workflowId}.json`), JSON.stringify(h.history));
       }
     }
-    worker.shutdown();
-    await workerRun;
   }
-  await inventory?.close();
-  await env?.teardown();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  await world?.stop();
 }, 120_000);
 
 beforeEach(() => {

@@ -18,7 +18,8 @@ import { FailureType } from '../common/failures';
 import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName } from '../common/names';
 import type { DomainInfo, Hypervisor, JobInfo } from '../hypervisor/port';
 import { LibvirtError } from '../hypervisor/errors';
-import type { Inventory, MigrationLimits, RejectedHost } from '../inventory/store';
+import type { Inventory, MigrationLimits, RejectedHost, SyncResult } from '../inventory/store';
+import { syncInventory } from '../inventory/sync';
 import { PlacementError } from '../inventory/placement';
 import { guarded, nonRetryable } from './failures';
 
@@ -591,15 +592,35 @@ export function createActivities(deps: ActivityDeps) {
       return guarded(async () => (await inventory.listVms({ host: input.host })).map((v) => ({ uuid: v.uuid, name: v.name, state: v.state })));
     },
 
+    /** `ferry inventory sync` as an activity (run by the syncInventory workflow, e.g. on a schedule). */
+    async syncHosts(input: { hosts?: string[] }): Promise<SyncResult[]> {
+      return guarded(() => syncInventory(inventory, hv, input.hosts ? { hosts: input.hosts } : {}));
+    },
+
     async recordHistory(row: HistoryRecord): Promise<void> {
       return guarded(async () => {
         await inventory.recordHistory(row);
+        recordMigrationMetrics(row);
       });
     },
   };
 }
 
 export type FerryActivities = ReturnType<typeof createActivities>;
+
+/**
+ * Ferry's own Prometheus metrics (beside Temporal's runtime metrics, on the worker's endpoint), from the
+ * history row every migration writes once at its end.
+ */
+function recordMigrationMetrics(row: HistoryRecord): void {
+  const meter = Context.current().metricMeter.withTags({ result: row.result, source: row.source, target: row.target ?? 'none' });
+  meter.createCounter('ferry_migrations', 'migrations', 'migrations by result').add(1);
+  meter.createHistogram('ferry_migration_duration', 'int', 'ms', 'migration wall time').record(row.durationMs);
+  if (row.downtimeMs !== null) meter.createHistogram('ferry_migration_downtime', 'int', 'ms', "libvirt's reported downtime").record(row.downtimeMs);
+  if (row.bytesTransferred !== null) meter.createCounter('ferry_migration_bytes', 'bytes', 'bytes copied by migrations').add(row.bytesTransferred);
+  const attempts = Context.current().metricMeter.createCounter('ferry_create_task_attempts', 'attempts', 'attempts of create tasks');
+  for (const [task, n] of Object.entries(row.createAttempts)) attempts.add(n, { task: task.startsWith('disk:') ? 'disk' : task, result: row.result });
+}
 
 /** Differences between the inventory's disks and libvirt's, in words. */
 export function compareDisks(known: DiskRecord[], dom: DomainInfo): string[] {

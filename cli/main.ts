@@ -8,6 +8,7 @@ import { registerLab } from '../lab/register';
 import { runWorker } from '../worker';
 import { CliContext } from './context';
 import { devDown, devStatus, devUp } from './dev';
+import { registerFleetCommands } from './fleet-commands';
 import { registerInventoryCommands } from './inventory-commands';
 import { registerMigrateCommands, runMigrate } from './migrate-commands';
 import { CliExit, EXIT, printJson, printTable } from './output';
@@ -91,6 +92,7 @@ export function buildProgram(ctx: CliContext): Command {
 
   registerInventoryCommands(program, ctx);
   registerMigrateCommands(program, ctx);
+  registerFleetCommands(program, ctx);
 
   program
     .command('worker')

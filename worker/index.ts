@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import { createActivities, type ActivityDeps } from '../activities';
 import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
@@ -78,9 +78,21 @@ export async function createFerryWorker(o: FerryWorkerOptions): Promise<Worker> 
   });
 }
 
+/**
+ * Temporal's runtime metrics and Ferry's own on one Prometheus endpoint: FERRY_METRICS_ADDRESS
+ * (default 127.0.0.1:9464; "off" disables it). Must run before any connection is made.
+ */
+export function installMetrics(address = process.env.FERRY_METRICS_ADDRESS ?? '127.0.0.1:9464'): string | null {
+  if (address === 'off' || address === '') return null;
+  Runtime.install({ telemetryOptions: { metrics: { prometheus: { bindAddress: address } } } });
+  return address;
+}
+
 /** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
 export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
   const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const metrics = installMetrics();
+  if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
   const target = opts.target ?? temporalTarget();
   const c = target.connectionOptions;
   const connection = await NativeConnection.connect(c);

@@ -20,6 +20,7 @@ import {
   ChildWorkflowFailure,
   condition,
   isCancellation,
+  metricMeter,
   ParentClosePolicy,
   proxyActivities,
   setHandler,
@@ -73,10 +74,13 @@ interface Evacuation {
 
 const EMPTY_COUNTS: Record<VmEvacuationStatus, number> = { pending: 0, running: 0, migrated: 0, failed: 0, skipped: 0, cancelled: 0 };
 
+const evacuationVms = metricMeter.createGauge('ferry_evacuation_vms', 'int', 'vms', 'VMs of a running evacuation by status');
+
 function recount(ev: Evacuation): void {
   const counts = { ...EMPTY_COUNTS };
   for (const v of ev.progress.vms) counts[v.status] += 1;
   ev.progress.counts = counts;
+  for (const [status, n] of Object.entries(counts)) evacuationVms.set(n, { host: ev.progress.host, status });
 }
 
 export async function evacuateHost(input: EvacuateHostInput): Promise<EvacuationResult> {

@@ -3,6 +3,7 @@
  * fresh SQLite inventory, a real Temporal dev server and an in-process Ferry worker on VirshHypervisor.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -28,10 +29,25 @@ export interface LabHarness {
   env: TestWorkflowEnvironment;
   ferry: FerryClient;
   taskQueue: string;
+  /** The Temporal Web UI (http://127.0.0.1:<port>) when started with `webUi: true`; else undefined. */
+  webUi: string | undefined;
   stop(): Promise<void>;
 }
 
-export async function startLabHarness(o: { hosts: number; vms: number; taskQueue?: string }): Promise<LabHarness> {
+/** A TCP port free on 127.0.0.1 right now (the kernel picks it). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+export async function startLabHarness(o: { hosts: number; vms: number; taskQueue?: string; webUi?: boolean }): Promise<LabHarness> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-'));
   const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming() });
   const hv = new VirshHypervisor();
@@ -39,7 +55,8 @@ export async function startLabHarness(o: { hosts: number; vms: number; taskQueue
   const synced = await registerLab(inventory, hv, lab);
   const failed = synced.filter((r) => r.error);
   if (failed.length > 0) throw new Error(`lab sync failed: ${failed.map((r) => `${r.host}: ${r.error}`).join('; ')}`);
-  const env = await startTemporal();
+  const uiPort = o.webUi ? await freePort() : undefined;
+  const env = await startTemporal({ uiPort });
   const taskQueue = o.taskQueue ?? 'ferry-lab-test';
   const worker: Worker = await createFerryWorker({
     connection: env.nativeConnection,
@@ -59,6 +76,7 @@ export async function startLabHarness(o: { hosts: number; vms: number; taskQueue
     env,
     ferry: FerryClient.fromClient(env.client, taskQueue),
     taskQueue,
+    webUi: uiPort !== undefined ? `http://127.0.0.1:${uiPort}` : undefined,
     async stop() {
       worker.shutdown();
       await running.catch(() => undefined);

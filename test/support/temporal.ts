@@ -2,28 +2,18 @@
  * Test helpers for Temporal: the real dev server (the `temporal` CLI installed by scripts/install-deps),
  * started by @temporalio/testing from its existing path (its own download step cannot work offline).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { temporalBinary } from '../../cli/dev';
 import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../../common/search-attributes';
 
-export const REPO = path.resolve(__dirname, '..', '..');
 
-export function temporalBinary(): string {
-  const candidates = [
-    process.env.FERRY_TEMPORAL_BIN,
-    path.join(REPO, '.tools', 'bin', 'temporal'),
-    ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'temporal')),
-  ].filter((p): p is string => typeof p === 'string' && p !== '');
-  const found = candidates.find((p) => fs.existsSync(p));
-  if (!found) throw new Error('the Temporal CLI is missing: run scripts/install-deps (it installs .tools/bin/temporal)');
-  return found;
-}
 
-export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+/** The dev server on a random port; with `uiPort`, its Web UI too (http://127.0.0.1:<uiPort>). */
+export async function startTemporal(o: { uiPort?: number | undefined } = {}): Promise<TestWorkflowEnvironment> {
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: temporalBinary() },
+      ...(o.uiPort !== undefined ? { ui: true, uiPort: o.uiPort } : {}),
       searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
       extraArgs: ['--log-level', 'error'],
     },

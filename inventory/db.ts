@@ -1,6 +1,6 @@
 /**
  * The tiny async database port the inventory is written against. One driver per database:
- * `SqliteDb` (sqlite-db.ts) now, a `pg` driver later. Rules every driver follows:
+ * `SqliteDb` (sqlite-db.ts) and `PgDb` (pg-db.ts). Rules every driver follows:
  *
  * - SQL uses `?` placeholders; a driver for a database with another placeholder style rewrites them
  *   (PostgreSQL: `?` -> `$1, $2, ...`; the inventory never puts a literal `?` in SQL text).
@@ -10,9 +10,12 @@
  *   everything committed before the lock was taken. `fn` must only use the handle it is given (using the
  *   outer Db inside `fn` waits for the transaction to end: a deadlock). Commit on success, rollback on throw.
  * - Statements outside a transaction autocommit and are ordered with respect to transactions of the same Db.
+ *   PostgreSQL: a writing statement outside a transaction runs as a one-statement locked transaction (so it
+ *   is ordered with respect to every transaction of every process); a plain SELECT sees what was committed.
  * - Numbers may come back as strings for BIGINT / aggregates (node-pg does that): row mappers coerce.
- * - Only the SQL that differs between dialects checks `dialect`; today that is the auto-increment column
- *   in schema.ts. Timestamps are ISO-8601 text, JSON is text.
+ *   (PgDb parses BIGINT and NUMERIC to numbers itself, refusing values beyond 2^53.)
+ * - Only the SQL that differs between dialects checks `dialect`; today that is schema.ts: the auto-increment
+ *   column and PostgreSQL's "C" collation for text. Timestamps are ISO-8601 text, JSON is text.
  */
 
 export type SqlValue = string | number | null;

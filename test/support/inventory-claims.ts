@@ -1,4 +1,5 @@
 /** Shared by the concurrency test and its child processes (inventory-claim-child.ts). */
+import type { MigrationLimits } from '../../common/limits';
 import { PlacementError } from '../../inventory/placement';
 import type { Inventory } from '../../inventory/store';
 
@@ -8,13 +9,19 @@ export interface ClaimOutcome {
   code: string | null;
 }
 
-export type ParentMessage = { type: 'claim'; vms: string[]; sourceHost: string } | { type: 'exit' };
+/** One VM to claim a target for, from its source host. */
+export interface ClaimAsk {
+  vm: string;
+  sourceHost: string;
+}
+
+export type ParentMessage = { type: 'claim'; asks: ClaimAsk[]; limits?: MigrationLimits } | { type: 'exit' };
 export type ChildMessage = { type: 'ready' } | { type: 'result'; results: ClaimOutcome[] };
 
-/** Claims every VM concurrently; one outcome per VM. Shared with the in-process variant of the test. */
-export async function claimAll(inv: Inventory, vms: readonly string[], sourceHost: string): Promise<ClaimOutcome[]> {
+/** Claims a target for every VM concurrently (512 MiB, 1 vCPU, 1 GiB each); one outcome per VM. */
+export async function claimAll(inv: Inventory, asks: readonly ClaimAsk[], limits?: MigrationLimits): Promise<ClaimOutcome[]> {
   return Promise.all(
-    vms.map(async (vm): Promise<ClaimOutcome> => {
+    asks.map(async ({ vm, sourceHost }): Promise<ClaimOutcome> => {
       try {
         const { claim } = await inv.claimTarget({
           vmUuid: vm,
@@ -23,6 +30,7 @@ export async function claimAll(inv: Inventory, vms: readonly string[], sourceHos
           memoryMiB: 512,
           vcpus: 1,
           storageBytes: 1024 ** 3,
+          ...(limits ? { limits } : {}),
         });
         return { vm, host: claim.host, code: null };
       } catch (err) {

@@ -1,12 +1,11 @@
+/** Inventory sync from libvirt (a fake hypervisor), on every backend (test/support/inventory-backends.ts). */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { DomainInfo, HostCapacity, Hypervisor } from '../../hypervisor/port';
 import { LibvirtError } from '../../hypervisor/errors';
 import { openInventory } from '../../inventory/index';
 import type { Inventory } from '../../inventory/store';
 import { domainToVm, syncInventory } from '../../inventory/sync';
+import { BACKENDS, freshDatabase, skipBackend, type TestDatabase } from '../support/inventory-backends';
 
 const GiB = 1024 ** 3;
 
@@ -56,21 +55,8 @@ function capacity(storage: boolean): HostCapacity {
   };
 }
 
-let dir: string;
+let db: TestDatabase;
 let inv: Inventory;
-
-beforeEach(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'ferry-sync-'));
-  inv = await openInventory(join(dir, 'inventory.db'));
-  for (const n of [1, 2, 3]) {
-    await inv.addHost({ name: `h${n}`, address: `10.0.0.${n}`, uri: `qemu+tcp://10.0.0.${n}/system` });
-  }
-});
-
-afterEach(async () => {
-  await inv.close();
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe('domainToVm', () => {
   it('maps memory (KiB -> MiB, rounded up), state, and disks', () => {
@@ -98,58 +84,78 @@ describe('domainToVm', () => {
   });
 });
 
-describe('syncInventory', () => {
-  it('records every reachable host and reports the unreachable one', async () => {
-    const hv = new FakeHypervisor(
-      new Map([
-        ['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a'), domain('b')] }],
-        ['qemu+tcp://10.0.0.3/system', { capacity: capacity(false), domains: [domain('c', { state: 'paused' })] }],
-      ]),
-    );
-    const results = await syncInventory(inv, hv);
-    expect(results).toEqual([
-      { host: 'h1', added: ['vm-a', 'vm-b'], updated: [], removed: [], skipped: [] },
-      {
-        host: 'h2',
-        added: [],
-        updated: [],
-        removed: [],
-        skipped: [],
-        error: 'failed to connect to the hypervisor qemu+tcp://10.0.0.2/system: Connection refused',
-      },
-      { host: 'h3', added: ['vm-c'], updated: [], removed: [], skipped: [] },
-    ]);
-    expect(await inv.getHost('h1')).toMatchObject({ memoryMiB: 16384, vcpus: 8, storageFreeBytes: 60 * GiB });
-    expect(await inv.getHost('h2')).toMatchObject({ memoryMiB: 0, vcpus: 0, storageFreeBytes: null });
-    expect(await inv.getHost('h3')).toMatchObject({ memoryMiB: 16384, storageFreeBytes: null });
-    expect((await inv.listVms()).map((v) => [v.uuid, v.host, v.state, v.memoryMiB])).toEqual([
-      ['a', 'h1', 'running', 1024],
-      ['b', 'h1', 'running', 1024],
-      ['c', 'h3', 'paused', 1024],
-    ]);
-    expect(hv.calls).toContain('hostCapacity qemu+tcp://10.0.0.1/system /var/lib/libvirt/images/ferry');
-  });
+for (const backend of BACKENDS) {
+  describe.skipIf(skipBackend(backend))(backend, () => {
+    beforeEach(async () => {
+      db = await freshDatabase(backend);
+      inv = await openInventory(db.location);
+      for (const n of [1, 2, 3]) {
+        await inv.addHost({ name: `h${n}`, address: `10.0.0.${n}`, uri: `qemu+tcp://10.0.0.${n}/system` });
+      }
+    });
 
-  it('syncs only the selected hosts (by name or address) and rejects unknown ones', async () => {
-    const hv = new FakeHypervisor(
-      new Map([
-        ['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [] }],
-        ['qemu+tcp://10.0.0.2/system', { capacity: capacity(true), domains: [domain('x')] }],
-      ]),
-    );
-    const results = await syncInventory(inv, hv, { hosts: ['10.0.0.2'] });
-    expect(results.map((r) => [r.host, r.added])).toEqual([['h2', ['vm-x']]]);
-    expect(hv.calls).toEqual(['hostCapacity qemu+tcp://10.0.0.2/system /var/lib/libvirt/images/ferry', 'listDomains qemu+tcp://10.0.0.2/system']);
-    await expect(syncInventory(inv, hv, { hosts: ['h1', 'h9'] })).rejects.toThrow('not in the inventory: h9');
-  });
+    afterEach(async () => {
+      try {
+        await inv?.close();
+      } finally {
+        await db?.drop();
+      }
+    });
 
-  it('a second sync reports updates and removals', async () => {
-    const hosts = new Map([['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a'), domain('b')] }]]);
-    const hv = new FakeHypervisor(hosts);
-    await syncInventory(inv, hv, { hosts: ['h1'] });
-    hosts.set('qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a', { vcpus: 4 })] });
-    expect(await syncInventory(inv, hv, { hosts: ['h1'] })).toEqual([
-      { host: 'h1', added: [], updated: ['vm-a'], removed: ['vm-b'], skipped: [] },
-    ]);
+    describe('syncInventory', () => {
+      it('records every reachable host and reports the unreachable one', async () => {
+        const hv = new FakeHypervisor(
+          new Map([
+            ['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a'), domain('b')] }],
+            ['qemu+tcp://10.0.0.3/system', { capacity: capacity(false), domains: [domain('c', { state: 'paused' })] }],
+          ]),
+        );
+        const results = await syncInventory(inv, hv);
+        expect(results).toEqual([
+          { host: 'h1', added: ['vm-a', 'vm-b'], updated: [], removed: [], skipped: [] },
+          {
+            host: 'h2',
+            added: [],
+            updated: [],
+            removed: [],
+            skipped: [],
+            error: 'failed to connect to the hypervisor qemu+tcp://10.0.0.2/system: Connection refused',
+          },
+          { host: 'h3', added: ['vm-c'], updated: [], removed: [], skipped: [] },
+        ]);
+        expect(await inv.getHost('h1')).toMatchObject({ memoryMiB: 16384, vcpus: 8, storageFreeBytes: 60 * GiB });
+        expect(await inv.getHost('h2')).toMatchObject({ memoryMiB: 0, vcpus: 0, storageFreeBytes: null });
+        expect(await inv.getHost('h3')).toMatchObject({ memoryMiB: 16384, storageFreeBytes: null });
+        expect((await inv.listVms()).map((v) => [v.uuid, v.host, v.state, v.memoryMiB])).toEqual([
+          ['a', 'h1', 'running', 1024],
+          ['b', 'h1', 'running', 1024],
+          ['c', 'h3', 'paused', 1024],
+        ]);
+        expect(hv.calls).toContain('hostCapacity qemu+tcp://10.0.0.1/system /var/lib/libvirt/images/ferry');
+      });
+
+      it('syncs only the selected hosts (by name or address) and rejects unknown ones', async () => {
+        const hv = new FakeHypervisor(
+          new Map([
+            ['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [] }],
+            ['qemu+tcp://10.0.0.2/system', { capacity: capacity(true), domains: [domain('x')] }],
+          ]),
+        );
+        const results = await syncInventory(inv, hv, { hosts: ['10.0.0.2'] });
+        expect(results.map((r) => [r.host, r.added])).toEqual([['h2', ['vm-x']]]);
+        expect(hv.calls).toEqual(['hostCapacity qemu+tcp://10.0.0.2/system /var/lib/libvirt/images/ferry', 'listDomains qemu+tcp://10.0.0.2/system']);
+        await expect(syncInventory(inv, hv, { hosts: ['h1', 'h9'] })).rejects.toThrow('not in the inventory: h9');
+      });
+
+      it('a second sync reports updates and removals', async () => {
+        const hosts = new Map([['qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a'), domain('b')] }]]);
+        const hv = new FakeHypervisor(hosts);
+        await syncInventory(inv, hv, { hosts: ['h1'] });
+        hosts.set('qemu+tcp://10.0.0.1/system', { capacity: capacity(true), domains: [domain('a', { vcpus: 4 })] });
+        expect(await syncInventory(inv, hv, { hosts: ['h1'] })).toEqual([
+          { host: 'h1', added: [], updated: ['vm-a'], removed: ['vm-b'], skipped: [] },
+        ]);
+      });
+    });
   });
-});
+}

@@ -19,11 +19,14 @@ describe('docker-compose.yml', () => {
   it('is valid and wires PostgreSQL, Temporal, its UI and the Ferry worker', async () => {
     expect(fs.existsSync(path.join(REPO, 'Dockerfile'))).toBe(true);
     const config = JSON.parse(await compose(['-f', 'docker-compose.yml', 'config', '--format', 'json'])) as {
-      services: Record<string, { image?: string; build?: unknown; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
+      services: Record<
+        string,
+        { image?: string; build?: unknown; environment?: Record<string, string>; depends_on?: Record<string, { condition?: string }> }
+      >;
     };
     const s = config.services;
     expect(Object.keys(s).sort()).toEqual(
-      ['ferry-worker', 'postgresql', 'temporal', 'temporal-admin-tools', 'temporal-create-namespace', 'temporal-ui'].sort(),
+      ['ferry-inventory-init', 'ferry-worker', 'postgresql', 'temporal', 'temporal-admin-tools', 'temporal-create-namespace', 'temporal-ui'].sort(),
     );
     expect(s.temporal?.image).toMatch(/^temporalio\/server:/);
     expect(s['temporal-ui']?.image).toMatch(/^temporalio\/ui:/);
@@ -31,5 +34,25 @@ describe('docker-compose.yml', () => {
     expect(s['ferry-worker']?.build).toBeTruthy();
     expect(s['ferry-worker']?.environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
     expect(Object.keys(s['ferry-worker']?.depends_on ?? {})).toContain('postgresql');
+  });
+
+  it("gives the worker a PostgreSQL inventory on the postgresql service, created before the worker starts", async () => {
+    const config = JSON.parse(await compose(['-f', 'docker-compose.yml', 'config', '--format', 'json'])) as {
+      services: Record<string, { image?: string; environment?: Record<string, string>; depends_on?: Record<string, { condition?: string }> }>;
+    };
+    const worker = config.services['ferry-worker'];
+    const url = new URL(worker?.environment?.FERRY_INVENTORY ?? 'missing:');
+    expect(url.protocol).toMatch(/^postgres(ql)?:$/);
+    expect(url.hostname).toBe('postgresql');
+    expect(config.services[url.hostname]?.image).toMatch(/^postgres:/);
+    expect(url.port).toBe('5432');
+    expect(url.pathname).toBe('/ferry');
+    expect(url.username).toBe('ferry');
+    const init = config.services['ferry-inventory-init'];
+    expect(init?.image).toMatch(/^postgres:/);
+    expect(init?.depends_on?.postgresql?.condition).toBe('service_healthy');
+    expect(worker?.depends_on?.['ferry-inventory-init']?.condition).toBe('service_completed_successfully');
+    // the init step sets the same password the worker's URL carries
+    expect(init?.environment?.FERRY_DB_PASSWORD).toBe(decodeURIComponent(url.password));
   });
 });

@@ -55,17 +55,11 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--json', 'print JSON')
     .action(async (ref: string, o: { json?: boolean }) => {
       const vm = await ctx.resolveVm(ref);
-      const ferry = await ctx.client();
-      let handle: MigrationHandle;
-      try {
-        handle = await ferry.getMigration(vm.uuid);
-      } catch (err) {
-        if (err instanceof WorkflowNotFoundError) {
-          if (o.json) return printJson({ vm: vm.name, vmUuid: vm.uuid, host: vm.host, state: vm.state, migration: null });
-          process.stdout.write(`${vm.name} (${vm.uuid}) is ${vm.state} on ${vm.host}; it has never been migrated\n`);
-          return;
-        }
-        throw err;
+      const handle = await findMigration(ctx, vm.uuid);
+      if (handle === null) {
+        if (o.json) return printJson({ vm: vm.name, vmUuid: vm.uuid, host: vm.host, state: vm.state, migration: null });
+        process.stdout.write(`${vm.name} (${vm.uuid}) is ${vm.state} on ${vm.host}; it has never been migrated\n`);
+        return;
       }
       const running = await handle.isRunning();
       if (running) {
@@ -89,14 +83,8 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--json', 'with --wait: print the final report as JSON')
     .action(async (ref: string, o: { reason?: string; wait?: boolean; json?: boolean }) => {
       const vm = await ctx.resolveVm(ref);
-      const ferry = await ctx.client();
-      let handle: MigrationHandle;
-      try {
-        handle = await ferry.getMigration(vm.uuid);
-      } catch (err) {
-        if (err instanceof WorkflowNotFoundError) throw new CliExit(EXIT.badInput, `${vm.name} has no migration to cancel`);
-        throw err;
-      }
+      const handle = await findMigration(ctx, vm.uuid);
+      if (handle === null) throw new CliExit(EXIT.badInput, `${vm.name} has no migration to cancel`);
       if (!(await handle.isRunning())) throw new CliExit(EXIT.badInput, `${vm.name}'s last migration has already ended`);
       if (o.reason) await handle.cancelWithReason(o.reason);
       else await handle.cancel();
@@ -152,6 +140,16 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
   if (o.json) printJson(report);
   else printReport(report);
   if (report.status !== 'migrated') process.exitCode = exitCodeFor(report.status);
+}
+
+/** The VM's latest migration, or null when it never had one. */
+async function findMigration(ctx: CliContext, vmUuid: string): Promise<MigrationHandle | null> {
+  try {
+    return await (await ctx.client()).getMigration(vmUuid);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return null;
+    throw err;
+  }
 }
 
 async function withProgressBar(handle: MigrationHandle, vmName: string): Promise<MigrationReport> {

@@ -10,6 +10,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
+import type { ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 
 export const DEFAULT_TASK_QUEUE = 'ferry';
@@ -37,6 +38,17 @@ export function temporalTarget(): TemporalTarget {
   const connectionOptions: NativeConnectionOptions = { ...cfg.connectionOptions };
   if (!connectionOptions.address) connectionOptions.address = 'localhost:7233';
   return { connectionOptions, namespace: cfg.namespace ?? 'default' };
+}
+
+/** The same target for the (non-native) client connection: address, TLS, API key, metadata. */
+export function clientConnectionOptions(t: TemporalTarget): ConnectionOptions {
+  const c = t.connectionOptions;
+  return {
+    ...(c.address !== undefined ? { address: c.address } : {}),
+    ...(c.tls !== undefined ? { tls: c.tls } : {}),
+    ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
+    ...(c.metadata !== undefined ? { metadata: c.metadata } : {}),
+  };
 }
 
 /** The address only, for messages (never credentials). */

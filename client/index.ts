@@ -21,7 +21,7 @@ import type { MigrationProgress, MigrationReport } from '../common/migration';
 import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
 import { InputError, validateMigrationInput, type LiveMigrationInput } from '../common/validation';
-import { describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
+import { clientConnectionOptions, describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
 
 export type { LiveMigrationInput, LiveMigrationOptions } from '../common/validation';
 export type { MigrationProgress, MigrationReport, Artifact, Phase } from '../common/migration';
@@ -135,16 +135,9 @@ export class FerryClient {
 
   static async connect(opts: FerryClientOptions = {}): Promise<FerryClient> {
     const target = opts.target ?? temporalTarget();
-    const c = target.connectionOptions;
     let connection: Connection;
     try {
-      connection = await Connection.connect({
-        ...(c.address !== undefined ? { address: c.address } : {}),
-        ...(c.tls !== undefined ? { tls: c.tls } : {}),
-        ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
-        ...(c.metadata !== undefined ? { metadata: c.metadata } : {}),
-        connectTimeout: '5s',
-      });
+      connection = await Connection.connect({ ...clientConnectionOptions(target), connectTimeout: '5s' });
     } catch (err) {
       throw new Error(
         `cannot reach Temporal at ${describeTarget(target)}: ${(err as Error).message}. Start it with \`ferry dev up\` or set TEMPORAL_ADDRESS`,

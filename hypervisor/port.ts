@@ -95,6 +95,29 @@ export interface JobInfo {
   raw: Record<string, string>;
 }
 
+/** Job statistics with nothing known: `type: 'none'` is "no job". */
+export function emptyJobInfo(type: JobInfo['type'] = 'none'): JobInfo {
+  return {
+    type,
+    operation: null,
+    timeElapsedMs: null,
+    dataTotalBytes: null,
+    dataProcessedBytes: null,
+    dataRemainingBytes: null,
+    memoryTotalBytes: null,
+    memoryProcessedBytes: null,
+    memoryRemainingBytes: null,
+    diskTotalBytes: null,
+    diskProcessedBytes: null,
+    diskRemainingBytes: null,
+    memoryIteration: null,
+    dirtyRatePagesPerSec: null,
+    totalTimeMs: null,
+    downtimeMs: null,
+    raw: {},
+  };
+}
+
 export interface MigrateOptions {
   /** MiB/s; undefined = hypervisor default (unlimited). */
   bandwidthMiBps?: number;

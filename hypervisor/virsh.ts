@@ -44,6 +44,7 @@ import {
   virshErrorDetail,
 } from './errors';
 import { DEFAULT_TIMEOUT_MS, run } from './exec';
+import { emptyJobInfo } from './port';
 import type {
   DomainDisk,
   DomainInfo,
@@ -189,25 +190,7 @@ export function samePath(a: string, b: string): boolean {
 }
 
 function noJob(): JobInfo {
-  return {
-    type: 'none',
-    operation: null,
-    timeElapsedMs: null,
-    dataTotalBytes: null,
-    dataProcessedBytes: null,
-    dataRemainingBytes: null,
-    memoryTotalBytes: null,
-    memoryProcessedBytes: null,
-    memoryRemainingBytes: null,
-    diskTotalBytes: null,
-    diskProcessedBytes: null,
-    diskRemainingBytes: null,
-    memoryIteration: null,
-    dirtyRatePagesPerSec: null,
-    totalTimeMs: null,
-    downtimeMs: null,
-    raw: {},
-  };
+  return emptyJobInfo('none');
 }
 
 /**

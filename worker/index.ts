@@ -13,7 +13,7 @@ import type { ProgressSignal } from '../common/migration';
 import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { openInventory, type Inventory } from '../inventory';
-import { describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
+import { clientConnectionOptions, describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
 /** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
 export function workflowsPath(): string {
@@ -94,14 +94,8 @@ export async function runWorker(opts: { target?: TemporalTarget; log?: (line: st
   const metrics = installMetrics();
   if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
   const target = opts.target ?? temporalTarget();
-  const c = target.connectionOptions;
-  const connection = await NativeConnection.connect(c);
-  const clientConnection = await Connection.connect({
-    ...(c.address !== undefined ? { address: c.address } : {}),
-    ...(c.tls !== undefined ? { tls: c.tls } : {}),
-    ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
-    ...(c.metadata !== undefined ? { metadata: c.metadata } : {}),
-  });
+  const connection = await NativeConnection.connect(target.connectionOptions);
+  const clientConnection = await Connection.connect(clientConnectionOptions(target));
   try {
     const added = await ensureSearchAttributes(clientConnection, target.namespace);
     if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);

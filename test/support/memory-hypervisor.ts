@@ -5,7 +5,7 @@
  */
 import type { DiskFormat } from '../../common/types';
 import { LibvirtError, type LibvirtErrorKind } from '../../hypervisor/errors';
-import type { DomainInfo, HostCapacity, Hypervisor, JobInfo, MigrateOptions, PoolInfo, VolumeInfo } from '../../hypervisor/port';
+import { emptyJobInfo, type DomainInfo, type HostCapacity, type Hypervisor, type JobInfo, type MigrateOptions, type PoolInfo, type VolumeInfo } from '../../hypervisor/port';
 
 interface MemVolume {
   name: string;
@@ -296,25 +296,7 @@ export class MemoryHypervisor implements Hypervisor {
 }
 
 function emptyJob(type: JobInfo['type']): JobInfo {
-  return {
-    type,
-    operation: type === 'none' ? null : 'Outgoing migration',
-    timeElapsedMs: null,
-    dataTotalBytes: null,
-    dataProcessedBytes: null,
-    dataRemainingBytes: null,
-    memoryTotalBytes: null,
-    memoryProcessedBytes: null,
-    memoryRemainingBytes: null,
-    diskTotalBytes: null,
-    diskProcessedBytes: null,
-    diskRemainingBytes: null,
-    memoryIteration: null,
-    dirtyRatePagesPerSec: null,
-    totalTimeMs: null,
-    downtimeMs: null,
-    raw: {},
-  };
+  return { ...emptyJobInfo(type), operation: type === 'none' ? null : 'Outgoing migration' };
 }
 
 function completedJob(ms: number): JobInfo {

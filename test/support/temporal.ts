@@ -6,7 +6,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { temporalBinary } from '../../cli/dev';
 import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../../common/search-attributes';
 
-
+export { temporalBinary } from '../../cli/dev';
 
 /** The dev server on a random port; with `uiPort`, its Web UI too (http://127.0.0.1:<uiPort>). */
 export async function startTemporal(o: { uiPort?: number | undefined } = {}): Promise<TestWorkflowEnvironment> {

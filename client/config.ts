@@ -2,7 +2,8 @@
  * Where Ferry keeps its state and how it reaches Temporal. Environment first, then defaults.
  *
  *   FERRY_HOME         state directory (inventory, dev server database, lab), default ~/.ferry
- *   FERRY_INVENTORY    inventory location: a SQLite file path (default $FERRY_HOME/inventory.db)
+ *   FERRY_INVENTORY    inventory location: a SQLite file path (default $FERRY_HOME/inventory.db) or a
+ *                      postgres://user:password@host/db URL (its password is never printed)
  *   FERRY_TASK_QUEUE   task queue of the worker, default "ferry"
  *   TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* (and a TOML profile):
  *                      read by @temporalio/envconfig; default localhost:7233, namespace "default"

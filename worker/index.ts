@@ -12,7 +12,7 @@ import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import type { ProgressSignal } from '../common/migration';
 import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
-import { openInventory, type Inventory } from '../inventory';
+import { describeInventoryLocation, openInventory, type Inventory } from '../inventory';
 import { clientConnectionOptions, describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
 /** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
@@ -112,7 +112,7 @@ export async function runWorker(opts: { target?: TemporalTarget; log?: (line: st
     hypervisor: new VirshHypervisor(),
     client,
   });
-  log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(target)}, inventory ${inventoryLocation()}`);
+  log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(target)}, inventory ${describeInventoryLocation(inventoryLocation())}`);
   try {
     await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   } finally {

@@ -3,7 +3,7 @@
  * Each one can be retried after a partial success (or a worker crash) and ends in the same place.
  */
 import { Context } from '@temporalio/activity';
-import { CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { DiskRecord, HistoryRecord, HostRecord, HostState, VmState } from '../common/types';
 import type {
   CompletedMigrationStats,
@@ -181,6 +181,18 @@ export function createActivities(deps: ActivityDeps) {
   /** A target-side deletion must never touch storage of a VM that runs there. */
   async function assertNotRunningOn(host: HostRef, uuid: string, what: string): Promise<void> {
     const dom = await hv.getDomain(host.uri, uuid);
+    if (dom !== null && dom.state === 'paused' && !dom.persistent) {
+      // The transient, paused domain of an incoming migration that has not been torn down yet: e.g. after the
+      // target's libvirtd was killed mid-migration and restarted, it lists the incoming QEMU until it kills it.
+      // Not the live VM, but its QEMU may still hold the disk: wait (retry) until libvirt has dropped it.
+      throw ApplicationFailure.create({
+        type: 'IncomingDomainPresent',
+        message:
+          `waiting to ${what} on ${host.name}: it still has the paused, transient domain of an incoming migration ` +
+          `of ${uuid} (${dom.stateReason ?? 'no reason given'}); libvirt removes it when that migration job ends`,
+        nonRetryable: false,
+      });
+    }
     if (isRunningOrPaused(dom)) {
       throw nonRetryable(
         FailureType.UnsafeCleanup,

@@ -1,0 +1,109 @@
+/**
+ * The target-side deletions of compensation (deleteDisk, stopStoragePool, removeStorageDirectory) never touch
+ * storage a live VM uses, and do not give up on a leftover that libvirt is about to remove.
+ *
+ * Seen on the real lab (test/faults/infrastructure.test.ts): after the target's libvirtd is killed mid-migration
+ * and restarted, it lists the incoming QEMU as a transient domain "paused (migrating)" until it kills it. A
+ * deletion that hit that window used to refuse for good (UnsafeCleanup) and leave the target's volume, pool and
+ * directory behind; it now waits (a retryable failure) until the domain is gone.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities';
+import { openInventory, type Inventory } from '../../inventory';
+import { MemoryHypervisor } from '../support/memory-hypervisor';
+
+const SRC = 'mem://src';
+const TGT = 'mem://tgt';
+const UUID = '11111111-2222-4333-8444-555555555555';
+const POOL = `ferry-${UUID}`;
+const DIR = `/var/lib/libvirt/images/ferry/${UUID}`;
+const target = { name: 'tgt', address: '10.0.0.2', uri: TGT };
+
+describe('compensation deletions on the target', () => {
+  let inventory: Inventory;
+  let hv: MemoryHypervisor;
+  let acts: ReturnType<typeof createActivities>;
+  const env = new MockActivityEnvironment({ activityType: 'deleteDisk', workflowExecution: { workflowId: 'wf', runId: 'r' } });
+
+  beforeAll(async () => {
+    inventory = await openInventory(':memory:');
+  });
+  afterAll(async () => {
+    await inventory.close();
+  });
+
+  function world(domainOnTarget: { state: 'running' | 'paused'; persistent: boolean; reason: string } | null): void {
+    hv = new MemoryHypervisor();
+    hv.addHost(SRC, 'src');
+    hv.addHost(TGT, 'tgt');
+    const disks = [{ name: 'disk0.qcow2', target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as const }];
+    hv.addVm(SRC, { uuid: UUID, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: DIR, pool: POOL, disks });
+    // the target: what the create tasks made (pool, volume), and maybe a domain
+    hv.addVm(TGT, { uuid: UUID, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: DIR, pool: POOL, disks });
+    const dom = hv.host(TGT).domains.get(UUID)!;
+    if (domainOnTarget === null) hv.host(TGT).domains.delete(UUID);
+    else Object.assign(dom, { state: domainOnTarget.state, persistent: domainOnTarget.persistent, stateReason: domainOnTarget.reason });
+    acts = createActivities({ inventory, hypervisor: hv });
+  }
+
+  async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
+    const r = await p.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (!(r instanceof ApplicationFailure)) throw new Error(`expected an ApplicationFailure, got ${String(r)}`);
+    return r;
+  }
+
+  const base = { target, vmUuid: UUID, pool: POOL };
+  const volumes = () => [...(hv.host(TGT).pools.get(POOL)?.volumes.keys() ?? [])];
+
+  it('no domain on the target: the volume, pool and directory are removed', async () => {
+    world(null);
+    await env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' });
+    expect(volumes()).toEqual([]);
+    await env.run(acts.stopStoragePool, base);
+    await env.run(acts.removeStorageDirectory, base);
+    expect(hv.host(TGT).pools.has(POOL)).toBe(false);
+    expect(hv.host(TGT).dirs.has(DIR)).toBe(false);
+  });
+
+  it('the VM runs on the target: refused for good (UnsafeCleanup), nothing deleted', async () => {
+    world({ state: 'running', persistent: true, reason: 'migrated' });
+    const f = await failureOf(env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' }));
+    expect(f.type).toBe('UnsafeCleanup');
+    expect(f.nonRetryable).toBe(true);
+    expect(f.message).toMatch(/refusing to delete volume disk0\.qcow2 on tgt: VM .* is running there/);
+    expect(volumes()).toEqual(['disk0.qcow2']);
+  });
+
+  it('a persistent domain paused on the target (the moved VM, paused by someone): refused for good', async () => {
+    world({ state: 'paused', persistent: true, reason: 'user' });
+    const f = await failureOf(env.run(acts.removeStorageDirectory, base));
+    expect(f.type).toBe('UnsafeCleanup');
+    expect(f.nonRetryable).toBe(true);
+    expect(hv.host(TGT).pools.has(POOL)).toBe(true);
+  });
+
+  it('the transient "paused (migrating)" domain of an incoming migration: retryable wait, nothing deleted; then removed once it is gone', async () => {
+    world({ state: 'paused', persistent: false, reason: 'migrating' });
+    for (const run of [
+      () => env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' }),
+      () => env.run(acts.stopStoragePool, base),
+      () => env.run(acts.removeStorageDirectory, base),
+    ]) {
+      const f = await failureOf(run());
+      expect(f.nonRetryable).toBe(false);
+      expect(f.type).toBe('IncomingDomainPresent');
+      expect(f.message).toMatch(/waiting to .* on tgt: it still has the paused, transient domain of an incoming migration/);
+    }
+    expect(volumes()).toEqual(['disk0.qcow2']);
+    // libvirt drops the incoming domain: the retry goes through
+    hv.host(TGT).domains.delete(UUID);
+    await env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' });
+    await env.run(acts.removeStorageDirectory, base);
+    expect(hv.host(TGT).pools.has(POOL)).toBe(false);
+  });
+});

@@ -15,7 +15,7 @@ import type {
   VmFacts,
 } from '../common/migration';
 import { FailureType } from '../common/failures';
-import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName } from '../common/names';
+import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName, normalizeAbsolute } from '../common/names';
 import type { DomainInfo, Hypervisor, JobInfo } from '../hypervisor/port';
 import { LibvirtError } from '../hypervisor/errors';
 import type { Inventory, MigrationLimits, RejectedHost, SyncResult } from '../inventory/store';
@@ -474,9 +474,17 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
 
-    async removeStorageDirectory(input: TargetStorageInput): Promise<void> {
+    /**
+     * `path`: the VM's storage directory. A pool of our name on ANOTHER directory was not made by this
+     * migration (its directory task refused it): it and its files are left alone.
+     */
+    async removeStorageDirectory(input: TargetStorageInput & { path?: string }): Promise<void> {
       return guarded(async () => {
         await assertNotRunningOn(input.target, input.vmUuid, `remove the storage directory of pool ${input.pool}`);
+        if (input.path !== undefined) {
+          const pool = (await hv.listPools(input.target.uri)).find((p) => p.name === input.pool);
+          if (pool && normalizeAbsolute(pool.path) !== normalizeAbsolute(input.path)) return;
+        }
         await hv.removeStorageDirectory(input.target.uri, input.pool);
       });
     },

@@ -526,7 +526,7 @@ async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
     try {
       if (a.kind === 'volume') await mustComplete.deleteDisk({ ...base, pool: a.pool, name: a.name });
       else if (a.kind === 'pool') await mustComplete.stopStoragePool({ ...base, pool: a.pool });
-      else await mustComplete.removeStorageDirectory({ ...base, pool: a.pool });
+      else await mustComplete.removeStorageDirectory({ ...base, pool: a.pool, path: a.path });
     } catch (e) {
       // Only a refusal (the VM runs there) ends up here; leave the rest alone and say so.
       warnings.push(`${describeArtifact(a)} on ${a.host} not done: ${rootMessage(e)}`);

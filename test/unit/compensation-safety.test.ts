@@ -6,6 +6,9 @@
  * and restarted, it lists the incoming QEMU as a transient domain "paused (migrating)" until it kills it. A
  * deletion that hit that window used to refuse for good (UnsafeCleanup) and leave the target's volume, pool and
  * directory behind; it now waits (a retryable failure) until the domain is gone.
+ *
+ * Seen on the real lab too (test/faults/storage.test.ts): a pool of the VM's name defined on ANOTHER directory
+ * of the target made the directory task refuse, and compensation then removed that other pool with its files.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -104,6 +107,22 @@ describe('compensation deletions on the target', () => {
     hv.host(TGT).domains.delete(UUID);
     await env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' });
     await env.run(acts.removeStorageDirectory, base);
+    expect(hv.host(TGT).pools.has(POOL)).toBe(false);
+  });
+
+  it('a pool of our name on ANOTHER directory (the directory task refused it): removeStorageDirectory leaves it and its files alone', async () => {
+    world(null);
+    const elsewhere = `${DIR}-kept`;
+    const pool = hv.host(TGT).pools.get(POOL)!;
+    pool.path = elsewhere;
+    hv.host(TGT).dirs.add(elsewhere);
+    await env.run(acts.removeStorageDirectory, { ...base, path: DIR });
+    expect(hv.host(TGT).pools.get(POOL)?.path).toBe(elsewhere);
+    expect(volumes()).toEqual(['disk0.qcow2']);
+    expect(hv.host(TGT).dirs.has(elsewhere)).toBe(true);
+    // on the VM's own directory it is removed
+    pool.path = DIR;
+    await env.run(acts.removeStorageDirectory, { ...base, path: `${DIR}/` });
     expect(hv.host(TGT).pools.has(POOL)).toBe(false);
   });
 });

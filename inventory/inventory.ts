@@ -1,6 +1,7 @@
 /**
  * The inventory on SQL, written once against the Db port (db.ts). See schema.ts for the tables.
  */
+import { uriHasPassword } from '../common/libvirt-uri';
 import { HOST_STATES } from '../common/types';
 import type {
   Claim,
@@ -14,7 +15,21 @@ import type {
   VmState,
 } from '../common/types';
 import type { Db, Queryable, SqlValue } from './db';
-import { checkLimits, computeUsage, placeVm, PlacementError } from './placement';
+import {
+  checkHost,
+  checkLimits,
+  compareCandidates,
+  computeUsage,
+  DEFAULT_LIMITS,
+  NO_USAGE,
+  placeVm,
+  PlacementError,
+  scoreHost,
+  scoredLower,
+  type HostScore,
+  type HostUsage,
+  type Placement,
+} from './placement';
 import { migrate } from './schema';
 import type {
   HistoryFilter,
@@ -23,6 +38,7 @@ import type {
   NewHost,
   PlacementRequest,
   PlacementResult,
+  RejectedHost,
   SyncResult,
   VmUpsert,
 } from './store';
@@ -47,7 +63,18 @@ export class InventoryError extends Error {
 export interface SqlInventoryOptions {
   /** Clock for updated_at / created_at (tests). */
   now?: () => Date;
+  /**
+   * Fleets of up to this many hosts are placed by evaluating every host, and the claim's `rejected` lists
+   * every host with its reason. Larger fleets take the capacity-class path (see claimTarget). Default 100;
+   * tests set 0 to exercise the class path on small fleets.
+   */
+  fullPlacementMaxHosts?: number;
 }
+
+/** Fleets up to this many hosts: every host is evaluated (and listed in `rejected`). */
+export const FULL_PLACEMENT_MAX_HOSTS = 100;
+/** With more distinct capacity classes than this, placement evaluates every host instead. */
+export const MAX_CAPACITY_CLASSES = 64;
 
 // ---- rows (numbers may arrive as strings from PostgreSQL: see num()) ----
 
@@ -65,6 +92,19 @@ interface HostRow {
   memory_ratio: Num;
   cpu_ratio: Num;
   updated_at: string;
+}
+
+/** A host row with the VM totals the triggers keep on it (schema version 2). */
+interface HostUsageRow extends HostRow {
+  vm_memory_mib: Num;
+  vm_vcpus: Num;
+}
+
+interface CapacityClassRow {
+  memory_mib: Num;
+  memory_ratio: Num;
+  vcpus: Num;
+  cpu_ratio: Num;
 }
 
 interface VmDiskRow {
@@ -114,6 +154,7 @@ interface HistoryRow {
 
 const HOST_COLUMNS =
   'name, address, uri, state, memory_mib, vcpus, storage_root, storage_free_bytes, memory_ratio, cpu_ratio, updated_at';
+const HOST_USAGE_COLUMNS = `${HOST_COLUMNS}, vm_memory_mib, vm_vcpus`;
 const CLAIM_COLUMNS = 'vm_uuid, host, source_host, workflow_id, memory_mib, vcpus, storage_bytes, created_at';
 const HISTORY_COLUMNS =
   'id, workflow_id, run_id, vm_uuid, vm_name, source, target, result, reason, started_at, ended_at, duration_ms, ' +
@@ -175,6 +216,45 @@ function toHistory(r: HistoryRow): HistoryRecord {
     createAttempts: JSON.parse(r.create_attempts) as Record<string, number>,
     phaseMs: JSON.parse(r.phase_ms) as Record<string, number>,
   };
+}
+
+const CLASS_COLUMNS = ['memory_mib', 'memory_ratio', 'vcpus', 'cpu_ratio'] as const;
+
+/**
+ * The distinct capacity classes of the hosts in state normal with known capacity, or null when there are
+ * more than MAX_CAPACITY_CLASSES. A skip scan over the hosts_placement index: from one class, the next one is
+ * the first index entry past it (at most one short seek per column), so the cost grows with the number of
+ * classes, not of hosts (a GROUP BY reads every index entry: ~1 ms at 10,000 hosts).
+ */
+async function capacityClasses(tx: Queryable): Promise<CapacityClassRow[] | null> {
+  const cols = CLASS_COLUMNS.join(', ');
+  const first = (where: string, params: SqlValue[]) =>
+    tx.get<CapacityClassRow>(`SELECT ${cols} FROM hosts WHERE state = 'normal'${where} ORDER BY ${cols} LIMIT 1`, params);
+  const out: CapacityClassRow[] = [];
+  let seen = 0;
+  let cur = await first('', []);
+  while (cur) {
+    if (num(cur.memory_mib) !== 0 && num(cur.vcpus) !== 0) out.push(cur);
+    if (out.length > MAX_CAPACITY_CLASSES || ++seen > 2 * MAX_CAPACITY_CLASSES) return null;
+    const at: CapacityClassRow = cur;
+    let next: CapacityClassRow | undefined;
+    // The next class shares the longest possible prefix with this one: try the last column first.
+    for (let depth = CLASS_COLUMNS.length - 1; depth >= 0 && !next; depth--) {
+      const same = CLASS_COLUMNS.slice(0, depth);
+      const where = same.map((c) => ` AND ${c} = ?`).join('') + ` AND ${CLASS_COLUMNS[depth]} > ?`;
+      next = await first(where, [...same.map((c) => num(at[c])), num(at[CLASS_COLUMNS[depth]!])]);
+    }
+    cur = next;
+  }
+  return out;
+}
+
+/** Per-host usage from host rows (their VM totals) and the claims in flight. */
+function usageOf(rows: readonly HostUsageRow[], claims: readonly Claim[]): Map<string, HostUsage> {
+  return computeUsage(
+    rows.map((r) => ({ host: r.name, memoryMiB: num(r.vm_memory_mib), vcpus: num(r.vm_vcpus) })),
+    claims,
+  );
 }
 
 /** Groups the rows of the VM ⟕ disks join (ordered by VM) into records. */
@@ -244,12 +324,14 @@ function requireNonNegative(what: string, v: number | null | undefined): void {
 
 export class SqlInventory implements Inventory {
   private readonly now: () => Date;
+  private readonly fullPlacementMaxHosts: number;
 
   private constructor(
     private readonly db: Db,
     opts: SqlInventoryOptions,
   ) {
     this.now = opts.now ?? (() => new Date());
+    this.fullPlacementMaxHosts = Math.max(0, Math.floor(opts.fullPlacementMaxHosts ?? FULL_PLACEMENT_MAX_HOSTS));
   }
 
   /** Migrates the schema, then returns the inventory. The inventory owns `db` (close() closes it). */
@@ -271,6 +353,13 @@ export class SqlInventory implements Inventory {
   async addHost(host: NewHost): Promise<HostRecord> {
     if (!host.name || !host.address || !host.uri) {
       throw new InventoryError('invalid', 'a host needs a name, an address and a libvirt URI');
+    }
+    if (uriHasPassword(host.uri)) {
+      // The URI is stored here and travels in workflow inputs and histories: no secrets in it.
+      throw new InventoryError(
+        'invalid',
+        `the libvirt URI of ${host.name} carries a password: use SSH keys (qemu+ssh), TLS client certificates (qemu+tls) or libvirt's auth.conf instead`,
+      );
     }
     const state = host.state ?? 'normal';
     if (!HOST_STATES.includes(state)) throw new InventoryError('invalid', `unknown host state ${state}`);
@@ -483,18 +572,10 @@ export class SqlInventory implements Inventory {
         );
       }
 
-      const hosts = (await tx.query<HostRow>(`SELECT ${HOST_COLUMNS} FROM hosts ORDER BY name`)).map(toHost);
-      const totals = await tx.query<{ host: string; memory_mib: Num; vcpus: Num }>(
-        'SELECT host, COALESCE(SUM(memory_mib), 0) AS memory_mib, COALESCE(SUM(vcpus), 0) AS vcpus FROM vms GROUP BY host',
-      );
       const claims = (await tx.query<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims`)).map(toClaim);
       const wait = checkLimits(claims, req);
       if (wait !== null) throw new PlacementError('no-slot', wait);
-      const usage = computeUsage(
-        totals.map((t) => ({ host: t.host, memoryMiB: num(t.memory_mib), vcpus: num(t.vcpus) })),
-        claims,
-      );
-      const placement = placeVm(hosts, usage, req, vm.name);
+      const placement = await this.place(tx, req, vm.name, claims);
 
       const claim: Claim = {
         vmUuid: req.vmUuid,
@@ -519,6 +600,94 @@ export class SqlInventory implements Inventory {
       await tx.run("UPDATE vms SET state = 'migrating', updated_at = ? WHERE uuid = ?", [claim.createdAt, vm.uuid]);
       return { claim, rejected: placement.rejected };
     });
+  }
+
+  /**
+   * Chooses the target inside the claim's transaction. The filters, the score and the messages are
+   * placement.ts's; what differs with the fleet's size is how many host rows are read:
+   *   - a fixed target: that host only;
+   *   - up to `fullPlacementMaxHosts` hosts: every host (placeVm), and `rejected` lists every other host;
+   *   - more: by capacity class. Hosts of one class (same memory, vCPUs and ratios) rank by their VM totals
+   *     alone, so one indexed query per class returns its best fitting host (hosts_placement index); the
+   *     hosts receiving migrations are checked separately with their claims; placeVm's comparison picks
+   *     among the class winners. `rejected` then lists only those hosts (busy ones and runner-ups). With no
+   *     fitting host, or more than MAX_CAPACITY_CLASSES classes, every host is evaluated as above (the
+   *     refusal's message names every host).
+   * Within a class a host with fewer MiB in use always scores higher: the scores of two hosts of a class
+   * differ by at least 1 / capacity, more than placement's 1e-9 tie margin below 10^9 MiB of capacity.
+   */
+  private async place(tx: Queryable, req: PlacementRequest, vmName: string, claims: readonly Claim[]): Promise<Placement> {
+    if (req.fixedTarget !== undefined) {
+      const rows = await tx.query<HostUsageRow>(
+        `SELECT ${HOST_USAGE_COLUMNS} FROM hosts WHERE name = ? OR address = ? ORDER BY name`,
+        [req.fixedTarget, req.fixedTarget],
+      );
+      return placeVm(rows.map(toHost), usageOf(rows, claims), req, vmName);
+    }
+    const max = this.fullPlacementMaxHosts;
+    if (max > 0) {
+      const rows = await tx.query<HostUsageRow>(`SELECT ${HOST_USAGE_COLUMNS} FROM hosts ORDER BY name LIMIT ?`, [max + 1]);
+      if (rows.length <= max) return placeVm(rows.map(toHost), usageOf(rows, claims), req, vmName);
+    }
+    const byClass = await this.placeByClass(tx, req, claims);
+    if (byClass) return byClass;
+    const rows = await tx.query<HostUsageRow>(`SELECT ${HOST_USAGE_COLUMNS} FROM hosts ORDER BY name`);
+    return placeVm(rows.map(toHost), usageOf(rows, claims), req, vmName);
+  }
+
+  /** The capacity-class path of place(); null when it cannot decide (then every host is evaluated). */
+  private async placeByClass(tx: Queryable, req: PlacementRequest, claims: readonly Claim[]): Promise<Placement | null> {
+    if (!((req.limits ?? DEFAULT_LIMITS).maxInboundPerHost >= 1)) return null;
+    const candidates: { host: HostRecord; score: HostScore }[] = [];
+    const rejected: RejectedHost[] = [];
+
+    // Hosts receiving migrations: their claims count against them, so they are checked one by one.
+    const busy = [...new Set(claims.map((c) => c.host))].sort();
+    if (busy.length > 0) {
+      const rows = await tx.query<HostUsageRow>(
+        `SELECT ${HOST_USAGE_COLUMNS} FROM hosts WHERE name IN (${busy.map(() => '?').join(', ')}) ORDER BY name`,
+        busy,
+      );
+      const usage = usageOf(rows, claims);
+      for (const row of rows) {
+        const host = toHost(row);
+        const u = usage.get(host.name) ?? NO_USAGE;
+        const reason = checkHost(host, u, req);
+        if (reason === null) candidates.push({ host, score: scoreHost(host, u, req) });
+        else rejected.push({ host: host.name, reason });
+      }
+    }
+
+    const classes = await capacityClasses(tx);
+    if (classes === null) return null;
+    const notBusy = busy.length > 0 ? ` AND name NOT IN (${busy.map(() => '?').join(', ')})` : '';
+    for (const c of classes) {
+      const memoryMiB = num(c.memory_mib);
+      const memoryRatio = num(c.memory_ratio);
+      const vcpus = num(c.vcpus);
+      const cpuRatio = num(c.cpu_ratio);
+      if (memoryMiB * memoryRatio < req.memoryMiB || vcpus * cpuRatio < req.vcpus) continue; // fits on no host of it
+      // The same arithmetic as checkHost (no claims on these hosts): capacity × ratio − VM totals ≥ request.
+      const row = await tx.get<HostUsageRow>(
+        `SELECT ${HOST_USAGE_COLUMNS} FROM hosts
+          WHERE state = 'normal' AND memory_mib = ? AND memory_ratio = ? AND vcpus = ? AND cpu_ratio = ?
+            AND memory_mib * memory_ratio - vm_memory_mib >= ? AND vcpus * cpu_ratio - vm_vcpus >= ?
+            AND storage_free_bytes >= ? AND name <> ?${notBusy}
+          ORDER BY vm_memory_mib, vm_vcpus, name LIMIT 1`,
+        [memoryMiB, memoryRatio, vcpus, cpuRatio, req.memoryMiB, req.vcpus, req.storageBytes, req.sourceHost, ...busy],
+      );
+      if (!row) continue;
+      const host = toHost(row);
+      const u = usageOf([row], []).get(host.name) ?? NO_USAGE;
+      if (checkHost(host, u, req) !== null) return null; // never expected: let the full evaluation decide
+      candidates.push({ host, score: scoreHost(host, u, req) });
+    }
+    if (candidates.length === 0) return null;
+    candidates.sort(compareCandidates);
+    const [best, ...others] = candidates;
+    if (!best) return null;
+    for (const other of others) rejected.push(scoredLower(other, best));
+    return { host: best.host, score: best.score, rejected };
   }
 
   async getClaim(vmUuid: string): Promise<Claim | null> {

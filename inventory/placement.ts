@@ -261,16 +261,22 @@ export function placeVm(
       rejected,
     );
   }
-  for (const other of fit.slice(1)) {
-    rejected.push({
-      host: other.host.name,
-      reason:
-        `fits but scored lower: ${formatPercent(other.score.memoryFree)} memory / ` +
-        `${formatPercent(other.score.vcpuFree)} vCPUs free after placement, vs ` +
-        `${formatPercent(best.score.memoryFree)} / ${formatPercent(best.score.vcpuFree)} on ${best.host.name}`,
-    });
-  }
+  for (const other of fit.slice(1)) rejected.push(scoredLower(other, best));
   return { host: best.host, score: best.score, rejected };
+}
+
+/** A host that fits but lost to `best`, with both scores. */
+export function scoredLower(
+  other: { host: HostRecord; score: HostScore },
+  best: { host: HostRecord; score: HostScore },
+): RejectedHost {
+  return {
+    host: other.host.name,
+    reason:
+      `fits but scored lower: ${formatPercent(other.score.memoryFree)} memory / ` +
+      `${formatPercent(other.score.vcpuFree)} vCPUs free after placement, vs ` +
+      `${formatPercent(best.score.memoryFree)} / ${formatPercent(best.score.vcpuFree)} on ${best.host.name}`,
+  };
 }
 
 /**

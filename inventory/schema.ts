@@ -105,7 +105,50 @@ export const MIGRATIONS: readonly Migration[] = [
       ];
     },
   },
+  {
+    version: 2,
+    description: 'per-host VM totals kept up to date by triggers, placement index',
+    // Placement used to sum every VM per host in every claim (O(VMs)); the totals now live on the host row,
+    // maintained by triggers on vms (so every writer keeps them right), and one index orders each capacity
+    // class of hosts by how full they are, so a claim reads a few rows per class (inventory.ts, claimTarget).
+    statements: (dialect) => [
+      'ALTER TABLE hosts ADD COLUMN vm_memory_mib BIGINT NOT NULL DEFAULT 0',
+      'ALTER TABLE hosts ADD COLUMN vm_vcpus BIGINT NOT NULL DEFAULT 0',
+      `UPDATE hosts SET
+         vm_memory_mib = COALESCE((SELECT SUM(v.memory_mib) FROM vms v WHERE v.host = hosts.name), 0),
+         vm_vcpus = COALESCE((SELECT SUM(v.vcpus) FROM vms v WHERE v.host = hosts.name), 0)`,
+      ...usageTriggers(dialect),
+      `CREATE INDEX hosts_placement ON hosts (state, memory_mib, memory_ratio, vcpus, cpu_ratio, vm_memory_mib, vm_vcpus, name)`,
+    ],
+  },
 ];
+
+/** Triggers that keep hosts.vm_memory_mib / vm_vcpus equal to the sums over the VMs on each host. */
+function usageTriggers(dialect: Dialect): string[] {
+  const sub = (row: 'OLD' | 'NEW') =>
+    `UPDATE hosts SET vm_memory_mib = vm_memory_mib - ${row}.memory_mib, vm_vcpus = vm_vcpus - ${row}.vcpus WHERE name = ${row}.host`;
+  const add = (row: 'OLD' | 'NEW') =>
+    `UPDATE hosts SET vm_memory_mib = vm_memory_mib + ${row}.memory_mib, vm_vcpus = vm_vcpus + ${row}.vcpus WHERE name = ${row}.host`;
+  if (dialect === 'postgres') {
+    return [
+      // SET search_path FROM CURRENT: `hosts` is the table of the schema the inventory lives in.
+      `CREATE FUNCTION ferry_vms_usage() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $body$
+       BEGIN
+         IF TG_OP = 'UPDATE' OR TG_OP = 'DELETE' THEN ${sub('OLD')}; END IF;
+         IF TG_OP = 'UPDATE' OR TG_OP = 'INSERT' THEN ${add('NEW')}; END IF;
+         RETURN NULL;
+       END
+       $body$`,
+      `CREATE TRIGGER vms_usage AFTER INSERT OR DELETE OR UPDATE OF host, memory_mib, vcpus ON vms
+       FOR EACH ROW EXECUTE FUNCTION ferry_vms_usage()`,
+    ];
+  }
+  return [
+    `CREATE TRIGGER vms_usage_insert AFTER INSERT ON vms BEGIN ${add('NEW')}; END`,
+    `CREATE TRIGGER vms_usage_delete AFTER DELETE ON vms BEGIN ${sub('OLD')}; END`,
+    `CREATE TRIGGER vms_usage_update AFTER UPDATE OF host, memory_mib, vcpus ON vms BEGIN ${sub('OLD')}; ${add('NEW')}; END`,
+  ];
+}
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
 

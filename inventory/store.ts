@@ -50,7 +50,11 @@ export interface RejectedHost {
 
 export interface PlacementResult {
   claim: Claim;
-  /** Hosts that were considered and why they lost or were filtered out (for the error message / logs). */
+  /**
+   * Hosts that were considered and why they lost or were filtered out (for the error message / logs).
+   * Every other host in fleets of up to 100 hosts (SqlInventoryOptions.fullPlacementMaxHosts); in larger
+   * fleets only the hosts busy receiving migrations and the best host of each other capacity class.
+   */
   rejected: RejectedHost[];
 }
 

@@ -17,7 +17,7 @@ import {
 } from '../../inventory/index';
 import { InventoryError } from '../../inventory/inventory';
 import { PlacementError } from '../../inventory/placement';
-import { SCHEMA_VERSION } from '../../inventory/schema';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../inventory/schema';
 import type { Inventory, PlacementRequest, VmUpsert } from '../../inventory/store';
 import { BACKENDS, freshDatabase, skipBackend, type TestDatabase } from '../support/inventory-backends';
 
@@ -133,9 +133,10 @@ for (const backend of BACKENDS) {
         await inv.close();
         inv = await openInventory(db.location);
         expect((await inv.listHosts()).map((h) => h.name)).toEqual(['h1']);
-        expect((await db.query<{ version: number }>('SELECT version FROM schema_version')).map((r) => Number(r.version))).toEqual([
-          SCHEMA_VERSION,
-        ]);
+        expect((await db.query<{ version: number }>('SELECT version FROM schema_version ORDER BY version')).map((r) => Number(r.version))).toEqual(
+          MIGRATIONS.map((m) => m.version),
+        );
+        expect(MIGRATIONS[MIGRATIONS.length - 1]?.version).toBe(SCHEMA_VERSION);
       });
 
       it('applies the schema once when several processes open a new inventory at the same time', async () => {
@@ -143,7 +144,7 @@ for (const backend of BACKENDS) {
         try {
           const opened = await Promise.all([1, 2, 3, 4].map(() => openInventory(fresh.location)));
           await Promise.all(opened.map((i) => i.close()));
-          expect(await fresh.query('SELECT version FROM schema_version')).toHaveLength(1);
+          expect(await fresh.query('SELECT version FROM schema_version')).toHaveLength(MIGRATIONS.length);
         } finally {
           await fresh.drop();
         }

@@ -316,6 +316,19 @@ export function createActivities(deps: ActivityDeps) {
     async createStorageDirectory(input: TargetStorageInput & { path: string }): Promise<CreateTaskResult> {
       const attempt = await noteAttempt('directory');
       return guarded(async () => {
+        // The VM's directory was checked against the SOURCE's storage root; it must sit directly under the
+        // TARGET's configured root too (libvirt copies disks to the same path), or Ferry would create storage
+        // outside what the target's operator gave it.
+        const host = await inventory.getHost(input.target.name);
+        const root = host ? normalizeAbsolute(host.storageRoot) : null;
+        const dir = normalizeAbsolute(input.path);
+        if (host && (root === null || dir === null || !isStrictlyInside(dir, root) || dirnameOf(dir) !== root)) {
+          throw nonRetryable(
+            FailureType.UnsupportedVm,
+            `${input.target.name} keeps VM storage under ${host.storageRoot}, but the VM's directory is ${input.path}: ` +
+              'libvirt copies disks to the same path, so source and target need the same storage root (`ferry hosts add --storage-root`)',
+          );
+        }
         const present = await hv.getDomain(input.target.uri, input.vmUuid);
         if (isRunningOrPaused(present)) {
           throw nonRetryable(

@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { HOST_STATES, type HostState } from '../common/types';
 import { isHostRef } from '../common/names';
+import { libvirtUriProblem } from '../common/libvirt-uri';
+import { redactUri } from '../hypervisor/errors';
 import { formatDuration } from '../common/durations';
 import { syncInventory } from '../inventory';
 import type { CliContext } from './context';
@@ -18,7 +20,11 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
     .description('add a libvirt host, prepare its storage root pool and read its capacity and VMs')
     .argument('<name>', 'host name (unique)')
     .requiredOption('--address <address>', 'IP or DNS name of the host')
-    .option('--uri <uri>', 'libvirt URI (default qemu+tcp://<address>/system; qemu+tls:// and qemu+ssh:// work too)')
+    .option(
+      '--uri <uri>',
+      'libvirt URI (default qemu+tcp://<address>/system); qemu+tls://<host>/system[?pkipath=DIR] and ' +
+        'qemu+ssh://[user@]<host>/system[?keyfile=FILE&known_hosts=FILE] too; never a password in the URI',
+    )
     .option('--storage-root <dir>', 'directory for per-VM storage directories', DEFAULT_STORAGE_ROOT)
     .option('--state <state>', `initial state (${HOST_STATES.join(', ')})`, 'normal')
     .option('--no-prepare', 'do not define the storage root pool or sync (add the record only)')
@@ -29,6 +35,8 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       if (!o.storageRoot.startsWith('/')) throw new CliExit(EXIT.badInput, '--storage-root must be an absolute path');
       const inv = await ctx.inventory();
       const uri = o.uri ?? `qemu+tcp://${o.address}/system`;
+      const problem = libvirtUriProblem(uri);
+      if (problem !== null) throw new CliExit(EXIT.badInput, `--uri ${redactUri(uri)} refused: ${problem}`);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });
       if (o.prepare) {
         await ctx.hypervisor.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);

@@ -129,6 +129,25 @@ export function redactUri(uri: string): string {
   return `${m[1]}${m[3]}`;
 }
 
+/**
+ * Free text (virsh's stderr, a child process's message) with credentials removed: the user info of every
+ * URI in it (libvirt quotes URIs in its errors, e.g. "Failed to connect to remote libvirt URI …"), and any
+ * occurrence of the passwords of `uris` (in case a tool printed one on its own).
+ */
+export function redactText(text: string, uris: readonly string[] = []): string {
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@'"]*@/gi, '$1');
+  for (const uri of uris) {
+    const password = /^[a-z0-9+.-]+:\/\/[^/?#@:]*:([^/?#@]*)@/i.exec(uri)?.[1];
+    if (password !== undefined && password.length >= 3) out = out.split(password).join('***');
+  }
+  return out;
+}
+
+/** The same error with `uris`' credentials removed from its message, stderr and arguments. */
+export function redactLibvirtError(e: LibvirtError, uris: readonly string[]): LibvirtError {
+  return new LibvirtError(e.kind, redactText(e.message, uris), redactArgs(e.args, uris), redactText(e.stderr, uris));
+}
+
 /** virsh's error lines without the `error: ` prefix, joined: "Failed to define pool x: operation failed: ...". */
 export function virshErrorDetail(stderr: string): string {
   const lines = stderr
@@ -174,6 +193,7 @@ export function libvirtErrorFromStderr(
 ): LibvirtError {
   const kind = classifyVirshError(stderr, timedOut);
   const host = redactUri(ctx.uri);
+  stderr = redactText(stderr, [ctx.uri]);
   const detail = virshErrorDetail(stderr) || 'no error text';
   let message: string;
   switch (kind) {
@@ -217,32 +237,37 @@ export function libvirtErrorFromStderr(
       message = `${ctx.what} on ${host} failed with an unrecognised error: ${detail}`;
       break;
   }
-  return new LibvirtError(kind, message, redactArgs(args), stderr);
+  return new LibvirtError(kind, message, redactArgs(args, [ctx.uri]), stderr);
 }
 
 /** Turns a CommandError from run() into a LibvirtError; anything else is wrapped as `unknown`. */
 export function libvirtErrorFromCommand(err: unknown, ctx: VirshFailureContext): LibvirtError {
-  if (err instanceof LibvirtError) return err;
+  if (err instanceof LibvirtError) return redactLibvirtError(err, [ctx.uri]);
   if (!(err instanceof CommandError)) {
-    const msg = err instanceof Error ? err.message : String(err);
+    const msg = redactText(err instanceof Error ? err.message : String(err), [ctx.uri]);
     return new LibvirtError('unknown', `${ctx.what} on ${redactUri(ctx.uri)}: ${msg}`);
   }
-  const args = redactArgs(err.args);
+  const args = redactArgs(err.args, [ctx.uri]);
   if (err.aborted) {
     return new LibvirtError(
       'aborted',
       `${ctx.what} on ${redactUri(ctx.uri)}: the virsh client was killed by the caller's abort signal ` +
         '(with --p2p a migration job may still be running on the source: use abortJob)',
       args,
-      err.stderr,
+      redactText(err.stderr, [ctx.uri]),
     );
   }
   if (!err.timedOut && err.exitCode === null && typeof err.stderr === 'string' && err.stderr === '' && /could not start/.test(err.message)) {
-    return new LibvirtError('failed', `${ctx.what}: cannot run ${err.file} (${err.message}): is virsh installed?`, args);
+    return new LibvirtError('failed', `${ctx.what}: cannot run ${err.file} (${redactText(err.message, [ctx.uri])}): is virsh installed?`, args);
   }
   return libvirtErrorFromStderr(err.stderr, err.timedOut, ctx, args);
 }
 
-function redactArgs(args: readonly string[]): string[] {
-  return args.map((a) => (/^[a-z0-9+.-]+:\/\//i.test(a) ? redactUri(a) : a));
+/** virsh arguments for messages: a URI argument (also `--desturi=<uri>`) loses user info and query. */
+function redactArgs(args: readonly string[], uris: readonly string[] = []): string[] {
+  return args.map((a) => {
+    const opt = /^(--[a-z-]+=)?([a-z0-9+.-]+:\/\/.*)$/is.exec(a);
+    if (opt) return `${opt[1] ?? ''}${redactUri(opt[2] ?? '')}`;
+    return redactText(a, uris);
+  });
 }

@@ -35,11 +35,13 @@
 import { randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
 import type { DiskFormat } from '../common/types';
+import { libvirtUriProblem } from '../common/libvirt-uri';
 import {
   LibvirtError,
   classifyVirshError,
   libvirtErrorFromCommand,
   libvirtErrorFromStderr,
+  redactLibvirtError,
   redactUri,
   virshErrorDetail,
 } from './errors';
@@ -168,15 +170,22 @@ function checkUuid(uuid: string): void {
   if (!isUuid(uuid)) throw new LibvirtError('invalid', `invalid domain UUID ${JSON.stringify(uuid)}`);
 }
 
+/** Absolute, no control characters, and no `.`/`..` segment (a path may never climb out of where it points). */
 function checkPath(path: string): void {
-  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) {
-    throw new LibvirtError('invalid', `invalid absolute path ${JSON.stringify(path)}`);
+  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path) || path.split('/').some((seg) => seg === '.' || seg === '..')) {
+    throw new LibvirtError('invalid', `invalid absolute path ${JSON.stringify(path)}: it must be absolute, without "." or ".." segments`);
   }
 }
 
+/**
+ * Only the URIs of common/libvirt-uri.ts (qemu over tcp/tls/ssh/unix to /system, harmless parameters): no
+ * parameter that makes libvirt run a program (`command`, `netcat`). A password is tolerated here (the
+ * inventory and the CLI refuse it) but never shown: every message carries the URI through redactUri().
+ */
 function checkUri(uri: string): void {
-  if (!/^[a-z0-9+.-]+:\/\//i.test(uri) || /[\s\x00-\x1f\x7f]/.test(uri)) {
-    throw new LibvirtError('invalid', `invalid libvirt URI ${JSON.stringify(redactUri(uri))}`);
+  const problem = libvirtUriProblem(uri.replace(/^([a-z0-9+.-]+:\/\/[^/?#@:]*):[^/?#@]*@/i, '$1@'));
+  if (problem !== null) {
+    throw new LibvirtError('invalid', `invalid libvirt URI ${JSON.stringify(redactUri(uri))}: ${problem}`);
   }
 }
 
@@ -758,7 +767,9 @@ export class VirshHypervisor implements Hypervisor {
         signal: opts.signal,
       });
     } catch (e) {
-      throw migrateError(e, sourceUri, targetUri, what);
+      // libvirt quotes the destination URI in its errors ("Failed to connect to remote libvirt URI …")
+      const err = e instanceof LibvirtError ? redactLibvirtError(e, [sourceUri, targetUri]) : e;
+      throw migrateError(err, sourceUri, targetUri, what);
     }
   }
 

@@ -2,7 +2,6 @@
  * The inventory on SQL, written once against the Db port (db.ts). See schema.ts for the tables.
  */
 import { uriHasPassword } from '../common/libvirt-uri';
-import { uriHasPassword } from '../common/libvirt-uri';
 import { HOST_STATES } from '../common/types';
 import type {
   Claim,
@@ -354,13 +353,6 @@ export class SqlInventory implements Inventory {
   async addHost(host: NewHost): Promise<HostRecord> {
     if (!host.name || !host.address || !host.uri) {
       throw new InventoryError('invalid', 'a host needs a name, an address and a libvirt URI');
-    }
-    if (uriHasPassword(host.uri)) {
-      // The URI is stored here and travels in workflow inputs and histories: no secrets in it.
-      throw new InventoryError(
-        'invalid',
-        `the libvirt URI of ${host.name} carries a password: use SSH keys (qemu+ssh), TLS client certificates (qemu+tls) or libvirt's auth.conf instead`,
-      );
     }
     if (uriHasPassword(host.uri)) {
       // The URI is stored here and travels in workflow inputs and histories: no secrets in it.

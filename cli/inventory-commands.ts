@@ -34,7 +34,7 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       if (!HOST_STATES.includes(o.state as HostState)) throw new CliExit(EXIT.badInput, `state must be one of ${HOST_STATES.join(', ')}`);
       if (!o.storageRoot.startsWith('/')) throw new CliExit(EXIT.badInput, '--storage-root must be an absolute path');
       const inv = await ctx.inventory();
-      const uri = o.uri ?? `qemu+tcp://${o.address}/system`;
+      const uri = o.uri ?? `qemu+tcp://${o.address.includes(':') ? `[${o.address}]` : o.address}/system`;
       const problem = libvirtUriProblem(uri);
       if (problem !== null) throw new CliExit(EXIT.badInput, `--uri ${redactUri(uri)} refused: ${problem}`);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });

@@ -33,6 +33,8 @@ const FORBIDDEN: [RegExp, string][] = [
   [/\bshell\s*:\s*(true|['"`])/, 'a shell: option'],
   [/['"`](\/bin\/)?(ba|z|da)?sh['"`]\s*,\s*\[\s*['"`]-c/, 'sh -c'],
   [/['"`]-c['"`]\s*,\s*['"`][^'"`]*[;&|]/, 'a shell command line'],
+  [/\b(spawn|execFile|execFileSync|fork|run|tryRun)\s*\(\s*['"`](\/usr)?(\/bin\/)?(ba|z|da|k|c|tc|fi)?sh['"`]/, 'a shell started as the program'],
+  [/\b(spawn|execFile|run|tryRun)\s*\(\s*['"`](\/usr)?(\/s?bin\/)?(env|nsenter|sudo|su|xargs)['"`]\s*,\s*\[[^\]]*['"`](\/usr)?(\/bin\/)?(ba|z|da)?sh['"`]/, 'a shell started through another program'],
 ];
 
 describe('no shell anywhere', () => {
@@ -49,5 +51,25 @@ describe('no shell anywhere', () => {
       expect(line, `${file}:${line + 1}: ${why}`).toBe(-1);
     }
     if (/child_process/.test(text)) expect(PROCESS_STARTERS.has(file), `${file} imports child_process`).toBe(true);
+  });
+
+  it('the patterns catch what they are meant to catch', () => {
+    const caught = (line: string) => FORBIDDEN.some(([re]) => re.test(line));
+    for (const bad of [
+      "import { exec } from 'node:child_process';",
+      "execSync('ls')",
+      "spawn('sh', ['-c', 'ls'])",
+      "spawn('/bin/bash', ['x.sh'])",
+      "execFile('zsh', [])",
+      "run('sh', ['script'])",
+      "spawn(cmd, args, { shell: true })",
+      "run('nsenter', ['--mount=/x', 'sh', '-c', 'ls'])",
+      "run('env', ['bash', 'x'])",
+    ]) {
+      expect(caught(bad), bad).toBe(true);
+    }
+    for (const good of ["run('virsh', ['-c', uri, 'list'])", "spawn('nsenter', ['--net=/x', '--', LIBVIRTD])", "fork(WORKER_CHILD, [], {})", "run('ssh-keygen', [])"]) {
+      expect(caught(good), good).toBe(false);
+    }
   });
 });

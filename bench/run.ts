@@ -1,0 +1,164 @@
+/**
+ * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
+ *
+ *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput
+ *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
+ *   --pairs N          Ferry/raw pairs per VM size in `overhead` (default 5)
+ *   --sizes 128,512    VM memory sizes (MiB) for `overhead` (default 128,512)
+ *   --evac-vms N       VMs on the evacuated host (default 6); --evac-runs N evacuations (default 2)
+ *   --scales 100,1000,10000   hosts per placement scale (10 VMs per host); --claims N (default 200)
+ *   --placement-baseline REV  compare with REV's inventory (default the pre-optimisation commit; "none")
+ *   --workflows N      workflows per throughput configuration (default 150); --configs a,b (see throughput.ts)
+ *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
+ *
+ * Sections of suites that did not run are kept from the previous report (each says when it was measured).
+ * Lab suites need root and libvirt; they use FERRY_LAB_PREFIX / FERRY_LAB_SUBNET (default bch / 10.213.87).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { log, machineInfo, machineMarkdown, REPO } from './common';
+import { placementBench, placementMarkdown, PLACEMENT_BASELINE_REV } from './placement';
+import { throughputBench, throughputMarkdown } from './throughput';
+import { downtimeMarkdown, evacuationMarkdown, labBench, overheadMarkdown, singleMedians } from './lab';
+
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput'] as const;
+type Suite = (typeof SUITES)[number];
+
+const TITLES: Record<Suite, string> = {
+  overhead: '1. Orchestration overhead on the real lab: Ferry vs raw virsh',
+  downtime: '2. Downtime: Ferry vs raw virsh',
+  evacuation: '3. Evacuation makespan vs the lower bound',
+  placement: '4. Placement at fleet scale',
+  throughput: '5. Workflow throughput (benchmark hypervisor)',
+};
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return undefined;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--')) throw new Error(`--${name} needs a value`);
+  return v;
+}
+
+function numArg(name: string, dflt: number): number {
+  const v = arg(name);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer (got ${v})`);
+  return n;
+}
+
+function listArg(name: string, dflt: number[]): number[] {
+  const v = arg(name);
+  return v === undefined ? dflt : v.split(',').map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: ${x} is not a positive integer`);
+    return n;
+  });
+}
+
+const SECTION_RE = /<!-- bench:(\w+) -->\n([\s\S]*?)<!-- \/bench:\1 -->/g;
+
+function previousSections(file: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!fs.existsSync(file)) return out;
+  const text = fs.readFileSync(file, 'utf8');
+  for (const m of text.matchAll(SECTION_RE)) out.set(m[1] ?? '', m[2] ?? '');
+  return out;
+}
+
+async function main(): Promise<void> {
+  const only = arg('only');
+  const selected = new Set<Suite>(
+    only === undefined
+      ? SUITES
+      : only.split(',').map((s) => {
+          if (!(SUITES as readonly string[]).includes(s)) throw new Error(`unknown suite ${s}; known: ${SUITES.join(', ')}`);
+          return s as Suite;
+        }),
+  );
+  const out = path.resolve(arg('out') ?? path.join(REPO, 'bench', 'RESULTS.md'));
+  // Workers and the dev server log at INFO by default: only warnings and errors here.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  process.env.FERRY_LAB_PREFIX ||= 'bch';
+  process.env.FERRY_LAB_SUBNET ||= '10.213.87';
+
+  const machine = await machineInfo();
+  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, load ${machine.loadAverage.join('/')}`);
+  const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const sections = new Map<Suite, string>();
+  const raw: Record<string, unknown> = { machine, startedAt: stamp, argv: process.argv.slice(2) };
+  const section = (suite: Suite, body: string) => sections.set(suite, `_Measured ${stamp}._\n\n${body}\n`);
+
+  const overhead = selected.has('overhead') || selected.has('downtime');
+  if (overhead || selected.has('evacuation')) {
+    const r = await labBench({
+      pairs: numArg('pairs', 5),
+      sizes: listArg('sizes', [128, 512]),
+      evacVms: numArg('evac-vms', 6),
+      evacRuns: numArg('evac-runs', 2),
+      overhead,
+      evacuation: selected.has('evacuation'),
+    });
+    raw.lab = r;
+    if (overhead) {
+      section('overhead', overheadMarkdown(r));
+      section('downtime', downtimeMarkdown(r));
+    }
+    if (r.evacuation) {
+      const single = singleMedians(r, 128);
+      section('evacuation', evacuationMarkdown(r, single.ferry, single.raw));
+    }
+  }
+
+  if (selected.has('placement')) {
+    const baseline = arg('placement-baseline') ?? PLACEMENT_BASELINE_REV;
+    const r = await placementBench({
+      scales: listArg('scales', [100, 1000, 10000]),
+      vmsPerHost: 10,
+      claims: numArg('claims', 200),
+      baseline: baseline === 'none' ? null : baseline,
+    });
+    raw.placement = r;
+    section('placement', placementMarkdown(r));
+  }
+
+  if (selected.has('throughput')) {
+    const configs = arg('configs')?.split(',') ?? ['defaults', 'small', 'large', 'autoscale'];
+    const r = await throughputBench({ workflows: numArg('workflows', 150), configs });
+    raw.throughput = r;
+    section('throughput', throughputMarkdown(r));
+  }
+
+  const old = previousSections(out);
+  const parts: string[] = [
+    '# Ferry benchmarks',
+    '',
+    `Written by \`npm run bench\` (bench/run.ts); last run ${stamp} (\`${['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' ')}\`). ` +
+      'Medians with min–max unless stated otherwise. Sections not re-run keep their earlier numbers and date.',
+    '',
+    '## Machine',
+    '',
+    machineMarkdown(machine),
+    '',
+  ];
+  for (const suite of SUITES) {
+    const body = sections.get(suite) ?? old.get(suite);
+    if (body === undefined) continue;
+    parts.push(`## ${TITLES[suite]}`, '', `<!-- bench:${suite} -->`, body.trimEnd(), `<!-- /bench:${suite} -->`, '');
+  }
+  const extra = old.get('analysis');
+  if (extra !== undefined) parts.push('## Analysis', '', '<!-- bench:analysis -->', extra.trimEnd(), '<!-- /bench:analysis -->', '');
+  fs.writeFileSync(out, parts.join('\n'));
+  fs.writeFileSync(`${out}.json`, JSON.stringify(raw, null, 2) + '\n');
+  log(`wrote ${path.relative(process.cwd(), out)} and ${path.relative(process.cwd(), out)}.json`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,101 @@
+/**
+ * One Ferry worker in its own process for bench/throughput.ts, on the benchmark hypervisor (no libvirt),
+ * so that its CPU time and memory are the worker's alone. Started with run() (argv, no shell):
+ *
+ *   node -r test/support/register-ts.cjs bench/throughput-worker.ts --address HOST:PORT --task-queue Q
+ *        --inventory FILE --bundle FILE --options JSON --dir DIR
+ *
+ * The benchmark hypervisor's hosts and VMs are built from the inventory (every VM running where the inventory
+ * says). Writes DIR/ready when polling; every 250 ms it samples its CPU time and RSS; when DIR/stop appears it
+ * shuts down and prints its samples as one JSON line.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, type WorkerOptions } from '@temporalio/worker';
+import { openInventory } from '../inventory';
+import { createFerryWorker } from '../worker';
+import { BenchmarkHypervisor } from './benchmark-hypervisor';
+
+export interface WorkerSample {
+  t: number;
+  /** Process CPU time since start, ms (user + system, every thread incl. the Rust core). */
+  cpuMs: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+}
+
+function arg(name: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i >= 0 ? process.argv[i + 1] : undefined;
+  if (v === undefined) throw new Error(`--${name} is required`);
+  return v;
+}
+
+async function main(): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const dir = arg('dir');
+  const options = JSON.parse(arg('options')) as Partial<WorkerOptions>;
+  const inventory = await openInventory(arg('inventory'));
+  const hv = new BenchmarkHypervisor();
+  for (const h of await inventory.listHosts()) hv.addHost(h.uri, h.name);
+  const uriOf = new Map((await inventory.listHosts()).map((h) => [h.name, h.uri]));
+  for (const vm of await inventory.listVms()) {
+    const first = vm.disks[0];
+    if (!first) continue;
+    const vmDir = first.path.slice(0, first.path.lastIndexOf('/'));
+    hv.addVm(uriOf.get(vm.host) ?? '', {
+      uuid: vm.uuid,
+      name: vm.name,
+      memoryMiB: vm.memoryMiB,
+      vcpus: vm.vcpus,
+      dir: vmDir,
+      pool: `ferry-${vm.uuid}`,
+      disks: vm.disks.map((d) => ({ name: d.name, target: d.target, sizeBytes: d.sizeBytes, format: d.format })),
+    });
+  }
+  const address = arg('address');
+  const connection = await NativeConnection.connect({ address });
+  const clientConnection = await Connection.connect({ address });
+  const worker = await createFerryWorker({
+    connection,
+    namespace: 'default',
+    taskQueue: arg('task-queue'),
+    inventory,
+    hypervisor: hv,
+    client: new Client({ connection: clientConnection, namespace: 'default' }),
+    workerOptions: { ...options, workflowBundle: { codePath: arg('bundle') } },
+  });
+  const samples: WorkerSample[] = [];
+  const sample = () => {
+    const cpu = process.cpuUsage();
+    const mem = process.memoryUsage();
+    samples.push({ t: Date.now(), cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: mem.rss, heapUsedBytes: mem.heapUsed });
+  };
+  const running = worker.run();
+  sample();
+  fs.writeFileSync(path.join(dir, 'ready'), '');
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      sample();
+      if (fs.existsSync(path.join(dir, 'stop'))) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 250);
+  });
+  worker.shutdown();
+  await running;
+  await inventory.close();
+  await clientConnection.close();
+  await connection.close();
+  process.stdout.write(`${JSON.stringify(samples)}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error('throughput worker failed:', err);
+    process.exit(1);
+  },
+);

@@ -37,6 +37,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { run, CommandError } from '../hypervisor/exec';
 import { labDomainXml } from './xml';
+import { dirtyBootSector, dirtyGuestParams, type LabGuestSpec } from './guest';
 import {
   ensureOnlyAddress,
   ipLinks,
@@ -58,6 +59,8 @@ import {
 
 export { labDomainXml, escapeXml } from './xml';
 export type { LabDomainXmlOptions, LabDiskSpec } from './xml';
+export type { LabGuestSpec, DirtyGuestSpec, DirtyGuestParams } from './guest';
+export { dirtyGuestParams } from './guest';
 
 // ---------------------------------------------------------------------------------------------
 // public types and constants
@@ -84,6 +87,8 @@ export interface LabVm {
   state: LabVmState;
   /** Path of its disk inside whichever host has it (the same on every host). */
   diskPath: string;
+  /** The guest program in its boot sector (labAddVm), absent for the default VMs (nothing boots). */
+  guest?: LabGuestSpec;
 }
 
 export interface LabStatus {
@@ -217,6 +222,10 @@ const StateVmSchema = z.object({
   diskMiB: z.number(),
   randomDataMiB: z.number(),
   createdOn: z.string(),
+  /** labAddVm's guest program (absent: nothing bootable, as labUp's VMs). */
+  guest: z
+    .object({ kind: z.literal('dirty'), regionMiB: z.number(), pagesPerSec: z.union([z.number(), z.literal('max')]) })
+    .optional(),
 });
 const StateSchema = z.object({
   version: z.literal(1),
@@ -809,8 +818,17 @@ async function locateVms(home: string, hosts: readonly StateHost[]): Promise<Map
   return out;
 }
 
-/** A qcow2 image of `diskMiB` MiB whose first `randomMiB` MiB are random (so they are allocated). */
-async function writeRandomQcow2(dest: string, diskMiB: number, randomMiB: number, scratch: string): Promise<void> {
+/**
+ * A qcow2 image of `diskMiB` MiB whose first `randomMiB` MiB are random (so they are allocated), with
+ * `bootSector` (if any) over its first bytes.
+ */
+async function writeRandomQcow2(
+  dest: string,
+  diskMiB: number,
+  randomMiB: number,
+  scratch: string,
+  bootSector?: Buffer,
+): Promise<void> {
   const raw = path.join(scratch, `${path.basename(path.dirname(dest))}.${process.pid}.raw`);
   const fd = fs.openSync(raw, 'w');
   try {
@@ -823,6 +841,7 @@ async function writeRandomQcow2(dest: string, diskMiB: number, randomMiB: number
       left -= n;
     }
     fs.ftruncateSync(fd, diskMiB * 1024 * 1024);
+    if (bootSector) fs.writeSync(fd, bootSector, 0, bootSector.length, 0);
   } finally {
     fs.closeSync(fd);
   }
@@ -841,12 +860,21 @@ async function createVm(home: string, h: StateHost, vm: StateVm, log: (l: string
   await ensureDirPool(h.uri, pool, dirInside);
   const dest = hostPath(home, h.name, vm.diskPath);
   fs.mkdirSync(path.dirname(dest), { recursive: true });
-  await writeRandomQcow2(dest, vm.diskMiB, vm.randomDataMiB, tmpDir(home));
+  const boot = vm.guest ? await dirtyBootSector(vm.guest, vm.memoryMiB, tmpDir(home)) : null;
+  await writeRandomQcow2(dest, vm.diskMiB, vm.randomDataMiB, tmpDir(home), boot?.image);
   await virsh(h.uri, ['pool-refresh', pool]);
   const xmlFile = path.join(tmpDir(home), `${vm.uuid}.xml`);
   fs.writeFileSync(
     xmlFile,
-    labDomainXml({ name: vm.name, uuid: vm.uuid, memoryMiB: vm.memoryMiB, vcpus: 1, diskPath: vm.diskPath }),
+    labDomainXml({
+      name: vm.name,
+      uuid: vm.uuid,
+      memoryMiB: vm.memoryMiB,
+      vcpus: 1,
+      diskPath: vm.diskPath,
+      // a guest program's console goes to a file on whichever host runs it (labSerialLogPath)
+      ...(vm.guest ? { serial: { file: serialLogInside(vm.name) } } : {}),
+    }),
   );
   log(`${h.name}: defining ${vm.name}`);
   try {
@@ -1010,9 +1038,86 @@ export async function labStatus(home: string): Promise<LabStatus> {
   const where = await locateVms(home, s.hosts);
   const vms: LabVm[] = s.vms.map((v) => {
     const loc = where.get(v.uuid);
-    return { name: v.name, uuid: v.uuid, host: loc?.host ?? '', state: loc?.state ?? 'unknown', diskPath: v.diskPath };
+    return {
+      name: v.name,
+      uuid: v.uuid,
+      host: loc?.host ?? '',
+      state: loc?.state ?? 'unknown',
+      diskPath: v.diskPath,
+      ...(v.guest ? { guest: v.guest } : {}),
+    };
   });
   return { hosts, vms };
+}
+
+export interface LabAddVmOptions {
+  /** Domain name, unique in the lab ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}). */
+  name: string;
+  /** The guest program in the boot sector, e.g. `{ kind: 'dirty', regionMiB: 96, pagesPerSec: 2560 }`. */
+  guest: LabGuestSpec;
+  /** Lab host to create it on; default the first. */
+  host?: string;
+  /** Default 128. */
+  memoryMiB?: number;
+  /** Random data at the start of the disk (after the boot sector), default 32 MiB; disk max(64, this) MiB. */
+  randomDataMiB?: number;
+}
+
+/**
+ * Adds one VM that boots a guest program (lab/guest.ts) to a lab that is up: same disk layout, pool and
+ * size as labUp's VMs (one qcow2 disk in its own directory, so Ferry migrates it the same way), the
+ * program in the disk's first sector, its serial console in a file (labSerialLogPath). Recorded in the
+ * lab's state, so labUp restarts it and labStatus lists it. A VM of that name already there is returned
+ * as it is (its guest is not changed).
+ */
+export async function labAddVm(home: string, o: LabAddVmOptions): Promise<LabVm> {
+  requireRoot();
+  const abs = path.resolve(home);
+  const st = readState(abs);
+  if (!st) throw new LabError(`no lab in ${labDir(abs)} (run labUp first)`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(o.name) || o.name.includes('..')) {
+    throw new LabError(`invalid VM name ${JSON.stringify(o.name)}`);
+  }
+  const memoryMiB = o.memoryMiB ?? 128;
+  const randomDataMiB = o.randomDataMiB ?? 32;
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 16) throw new LabError('memoryMiB must be an integer >= 16');
+  if (!Number.isInteger(randomDataMiB) || randomDataMiB < 0) throw new LabError('randomDataMiB must be an integer >= 0');
+  if (o.guest.kind !== 'dirty') throw new LabError(`unknown guest kind ${JSON.stringify((o.guest as { kind: unknown }).kind)}`);
+  dirtyGuestParams(o.guest, memoryMiB); // validates before anything is recorded
+  const h = o.host === undefined ? st.hosts[0] : requireHost(st, o.host);
+  if (!h) throw new LabError('the lab has no hosts');
+  let vm = st.vms.find((v) => v.name === o.name);
+  if (!vm) {
+    const uuid = randomUUID();
+    vm = {
+      name: o.name,
+      uuid,
+      memoryMiB,
+      diskPath: `${LAB_STORAGE_ROOT}/${uuid}/${LAB_DISK_NAME}`,
+      diskMiB: Math.max(DEFAULT_DISK_MIB, randomDataMiB),
+      randomDataMiB,
+      createdOn: h.name,
+      guest: { ...o.guest },
+    };
+    st.vms.push(vm);
+    writeState(abs, st); // before creating: a crash mid-way is repaired by the next labUp
+  }
+  const where = (await locateVms(abs, st.hosts)).get(vm.uuid);
+  if (!where) await createVm(abs, requireHost(st, vm.createdOn), vm, () => undefined);
+  else if (where.state === 'shutoff') await virsh(requireHost(st, where.host).uri, ['start', vm.uuid], 60_000);
+  const status = await labStatus(abs);
+  const out = status.vms.find((v) => v.uuid === vm.uuid);
+  if (!out) throw new LabError(`${o.name} vanished`);
+  return out;
+}
+
+function serialLogInside(vmName: string): string {
+  return `/var/log/libvirt/${vmName}.serial.log`;
+}
+
+/** The serial console log of a guest-program VM on `host`, as a path in the root namespace. */
+export function labSerialLogPath(home: string, host: string, vmName: string): string {
+  return hostPath(path.resolve(home), host, serialLogInside(vmName));
 }
 
 /**

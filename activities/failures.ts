@@ -74,11 +74,27 @@ export function toFailure(err: unknown): ApplicationFailure | CancelledFailure {
   });
 }
 
-/** Runs an activity body and converts whatever it throws. */
-export async function guarded<T>(body: () => Promise<T>): Promise<T> {
+/** How often a running activity tells Temporal it is alive (its heartbeat timeout is a few times this). */
+export const KEEPALIVE_MS = 2_000;
+
+/**
+ * Runs an activity body and converts whatever it throws. While it runs it heartbeats every KEEPALIVE_MS,
+ * so a short heartbeat timeout notices a dead worker in seconds instead of waiting for start-to-close
+ * (the migration activities heartbeat with their own details and pass `keepAlive: false`).
+ */
+export async function guarded<T>(body: () => Promise<T>, opts: { keepAlive?: boolean } = {}): Promise<T> {
+  let ctx: Context | null = null;
+  try {
+    ctx = Context.current();
+  } catch {
+    ctx = null; // called outside an activity (tests)
+  }
+  const ticker = opts.keepAlive !== false && ctx !== null ? setInterval(() => ctx?.heartbeat(), KEEPALIVE_MS) : null;
   try {
     return await body();
   } catch (err) {
     throw toFailure(err);
+  } finally {
+    if (ticker !== null) clearInterval(ticker);
   }
 }

@@ -435,7 +435,7 @@ export function createActivities(deps: ActivityDeps) {
           throw nonRetryable(FailureType.MigrationFailed, `libvirt's migration of ${input.vmUuid} failed: ${why}`);
         }
         return completedStats(input.target, input.vmUuid, input.disks);
-      });
+      }, { keepAlive: false });
 
       async function monitorJob(first: JobInfo, startedBy: number | null): Promise<void> {
         let job = first;
@@ -571,20 +571,22 @@ export function createActivities(deps: ActivityDeps) {
 
     /** Re-measures free storage etc. of hosts whose usage just changed. Best effort. */
     async refreshHostCapacity(input: { hosts: string[] }): Promise<void> {
-      for (const name of input.hosts) {
-        try {
-          const host = await inventory.getHost(name);
-          if (!host) continue;
-          const cap = await hv.hostCapacity(host.uri, host.storageRoot);
-          await inventory.updateHostCapacity(name, {
-            memoryMiB: Math.floor(cap.memoryKiB / 1024),
-            vcpus: cap.cpus,
-            storageFreeBytes: cap.storage?.availableBytes ?? host.storageFreeBytes,
-          });
-        } catch {
-          // The next `ferry inventory sync` corrects it.
+      return guarded(async () => {
+        for (const name of input.hosts) {
+          try {
+            const host = await inventory.getHost(name);
+            if (!host) continue;
+            const cap = await hv.hostCapacity(host.uri, host.storageRoot);
+            await inventory.updateHostCapacity(name, {
+              memoryMiB: Math.floor(cap.memoryKiB / 1024),
+              vcpus: cap.cpus,
+              storageFreeBytes: cap.storage?.availableBytes ?? host.storageFreeBytes,
+            });
+          } catch {
+            // The next `ferry inventory sync` corrects it.
+          }
         }
-      }
+      });
     },
 
     // ---- evacuation ----

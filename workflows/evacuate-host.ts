@@ -59,6 +59,7 @@ export type { EvacuateHostInput, EvacuateHostsInput } from '../common/evacuation
 
 const inventory = proxyActivities<FerryActivities>({
   startToCloseTimeout: '1m',
+  heartbeatTimeout: '10s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 });
 

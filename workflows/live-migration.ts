@@ -70,8 +70,15 @@ export const progressSignal = defineSignal<[ProgressSignal]>('ferry.progress');
 // ---- activity options ---------------------------------------------------------------------------------
 
 /** Inventory reads/writes and libvirt reads: quick, a few retries for transient errors. */
+/**
+ * Every activity but the migration heartbeats every 2 s while it runs (activities/failures.ts): a heartbeat
+ * timeout of 10 s notices a dead worker quickly, so the step is retried within seconds, not minutes.
+ */
+const HEARTBEAT = '10s';
+
 const quick = proxyActivities<FerryActivities>({
   startToCloseTimeout: '1m',
+  heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
@@ -79,7 +86,7 @@ const quick = proxyActivities<FerryActivities>({
 /** Compensation and bookkeeping that must happen: retried until done (unlimited attempts). */
 // No maximumAttempts: unlimited.
 const UNTIL_DONE = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' } as const;
-const mustComplete = proxyActivities<FerryActivities>({ startToCloseTimeout: '2m', retry: UNTIL_DONE });
+const mustComplete = proxyActivities<FerryActivities>({ startToCloseTimeout: '2m', heartbeatTimeout: HEARTBEAT, retry: UNTIL_DONE });
 /** Aborting libvirt's job waits for it to end, heartbeating meanwhile. */
 const aborting = proxyActivities<FerryActivities>({ startToCloseTimeout: '10m', heartbeatTimeout: '30s', retry: UNTIL_DONE });
 
@@ -87,6 +94,7 @@ const aborting = proxyActivities<FerryActivities>({ startToCloseTimeout: '10m', 
 function createTasks(req: MigrationRequest) {
   return proxyActivities<FerryActivities>({
     startToCloseTimeout: '1m',
+    heartbeatTimeout: HEARTBEAT,
     retry: {
       initialInterval: req.createRetryIntervalMs,
       backoffCoefficient: 2,
@@ -474,6 +482,7 @@ async function finishMigration(
 /** Source cleanup is retried a bounded number of times: a dead source must not hold a finished migration. */
 const cleanup = proxyActivities<FerryActivities>({
   startToCloseTimeout: '2m',
+  heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8 },
 });
 

@@ -5,6 +5,7 @@ import type { SyncResult } from '../inventory/store';
 
 const acts = proxyActivities<FerryActivities>({
   startToCloseTimeout: '5m',
+  heartbeatTimeout: '10s',
   retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
 });
 

@@ -2,7 +2,7 @@
  * The one way Ferry runs external programs: execFile with an argument array (never a shell),
  * LC_ALL=C so messages are parseable, and a time limit on every call.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 export interface RunOptions {
   /** Kill the process after this many ms (SIGKILL). Default 30 s. */
@@ -85,5 +85,18 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         );
       },
     );
+  });
+}
+
+/**
+ * A long-lived process with piped stdin/stdout/stderr, for programs driven line by line (a virsh session,
+ * hypervisor/virsh-session.ts). Same rules as run(): an argument array, never a shell, LC_ALL=C. The caller
+ * owns the process: it enforces its own time limits and kills it.
+ */
+export function startProcess(file: string, args: readonly string[], opts: { env?: Record<string, string> } = {}): ChildProcessWithoutNullStreams {
+  return spawn(file, args, {
+    env: { ...process.env, ...opts.env, LC_ALL: 'C', LANG: 'C' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    windowsHide: true,
   });
 }

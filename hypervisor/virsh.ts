@@ -46,6 +46,7 @@ import {
   virshErrorDetail,
 } from './errors';
 import { DEFAULT_TIMEOUT_MS, run } from './exec';
+import { VirshSessionPool } from './virsh-session';
 import { emptyJobInfo } from './port';
 import type {
   DomainDisk,
@@ -91,8 +92,14 @@ export interface VirshHypervisorOptions {
   timeoutMs?: number;
   /** virsh binary. Default `virsh` (from PATH). */
   virshPath?: string;
-  /** Called after every virsh process ends: for metrics and latency measurements. */
+  /** Called after every virsh call (one-shot process or session batch) ends: for metrics and latency measurements. */
   onCall?: (info: VirshCallInfo) => void;
+  /**
+   * Persistent virsh sessions per host (virsh-session.ts) instead of one virsh process per call: saves the
+   * process start and the connection setup of every call. Default on; FERRY_VIRSH_SESSIONS=0 turns it off.
+   * `migrate` always runs as its own process (it is long and must be abortable by killing the client).
+   */
+  sessions?: boolean;
 }
 
 /** One command's share of a batch. */
@@ -118,7 +125,21 @@ export function buildBatchScript(commands: readonly (readonly string[])[], nonce
     .join(' ; ');
 }
 
-function batchMarker(nonce: string, i: number): string {
+/**
+ * The batch line for a persistent session (virsh-session.ts). Interactive virsh echoes every line it reads
+ * on stdout, so the markers are written split in two quoted halves (`'@@ferry-<nonce>''-<i>@@'`, which virsh's
+ * tokenizer joins): the marker text itself then never appears in the echo, only in echo's output.
+ */
+export function buildSessionScript(commands: readonly (readonly string[])[], nonce: string): string {
+  return commands
+    .map((cmd, i) => {
+      const marker = `'@@ferry-${nonce}''-${i}@@'`;
+      return `${cmd.map(quoteVirshArg).join(' ')} ; echo ${marker} ; echo --err ${marker}`;
+    })
+    .join(' ; ');
+}
+
+export function batchMarker(nonce: string, i: number): string {
   return `@@ferry-${nonce}-${i}@@`;
 }
 
@@ -154,6 +175,20 @@ export function splitBatchOutput(
   const err = split(stderr);
   if (!out || !err) return null;
   return out.map((o, i) => ({ stdout: o, stderr: err[i] ?? '' }));
+}
+
+/** A batch can go through a session when it fits on one line. */
+function sessionSafe(commands: readonly (readonly string[])[]): boolean {
+  return commands.every((c) => c.every((a) => !/[\r\n]/.test(a)));
+}
+
+/** After a connection-level failure a session is not reused: the next call connects afresh. */
+function sessionBroken(stderr: string): boolean {
+  return stderr.split('\n').some((l) => {
+    if (!l.startsWith('error:')) return false;
+    const k = classifyVirshError(l, false);
+    return k === 'connection';
+  });
 }
 
 function stepFailed(stderr: string): boolean {
@@ -256,11 +291,24 @@ export class VirshHypervisor implements Hypervisor {
   private readonly onCall: ((info: VirshCallInfo) => void) | undefined;
   /** `${uri}\n${storageRoot}` → pool name found for it last time (saves a round trip per hostCapacity). */
   private readonly rootPools = new Map<string, string>();
+  private readonly sessions: VirshSessionPool | null;
 
   constructor(opts: VirshHypervisorOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.virsh = opts.virshPath ?? 'virsh';
     this.onCall = opts.onCall;
+    const sessions = opts.sessions ?? process.env['FERRY_VIRSH_SESSIONS'] !== '0';
+    this.sessions = sessions ? new VirshSessionPool({ virsh: this.virsh }) : null;
+  }
+
+  /** Ends the persistent virsh sessions (they also end on their own when idle, or when this process exits). */
+  close(): void {
+    this.sessions?.close();
+  }
+
+  /** Persistent virsh sessions alive now (0 with sessions off). */
+  get sessionCount(): number {
+    return this.sessions?.size ?? 0;
   }
 
   // ---------------------------------------------------------------------------------------------- plumbing
@@ -274,6 +322,12 @@ export class VirshHypervisor implements Hypervisor {
   ): Promise<string> {
     checkUri(uri);
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    if (this.sessions && opts.signal === undefined && opts.timeoutMs === undefined && sessionSafe([args])) {
+      const [step] = await this.batch(uri, [args], what);
+      if (!step) throw new LibvirtError('unknown', `${what}: virsh returned no result`);
+      if (!step.ok) throw libvirtErrorFromStderr(step.stderr, false, { uri, what, timeoutMs }, ['-c', uri, ...args]);
+      return step.stdout;
+    }
     const started = performance.now();
     let ok = false;
     try {
@@ -296,7 +350,12 @@ export class VirshHypervisor implements Hypervisor {
     const started = performance.now();
     let ok = false;
     try {
-      const { stdout, stderr } = await run(this.virsh, ['-c', uri, script], { timeoutMs: this.timeoutMs });
+      const { stdout, stderr } =
+        this.sessions && sessionSafe(commands)
+          ? await this.sessions.run(uri, buildSessionScript(commands, nonce), batchMarker(nonce, commands.length - 1), this.timeoutMs, (err) =>
+              sessionBroken(err),
+            )
+          : await run(this.virsh, ['-c', uri, script], { timeoutMs: this.timeoutMs });
       const parts = splitBatchOutput(stdout, stderr, nonce, commands.length);
       if (!parts) {
         throw libvirtErrorFromStderr(stderr, false, { uri, what }, ['-c', uri, script]);

@@ -8,6 +8,11 @@
  * so each command's success and error text are known. virsh keeps going after a failed command and only exits
  * non-zero in batch mode when the connection itself failed (the last command is always our echo).
  *
+ * Sessions (default; FERRY_VIRSH_SESSIONS=0 turns them off): the same batch line goes to a persistent
+ * `virsh -c <uri>` per host (virsh-session.ts) instead of a new process, so a round trip costs the libvirt
+ * RPC only, not a process start and a new connection (bench/RESULTS.md: ~25 calls per migration). Only
+ * `migrate` always runs as its own process (long, and abortable by killing the client).
+ *
  * Notes for callers (all seen on libvirt 9.0):
  * - getDomain: 1 round trip (list --persistent, domstate --reason, dumpxml, domstats --block --nowait); a 2nd one
  *   (vol-info by path) only when domstats left a capacity out, i.e. on the TARGET of a running incoming

@@ -35,6 +35,8 @@ import { rawCleanup, rawCreate, rawMigrate, rawMigration, type RawTimings, type 
 
 export interface LabOptions {
   pairs: number;
+  /** Also run Ferry with one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) in the same rounds. */
+  oneShot: boolean;
   sizes: number[];
   evacVms: number;
   evacRuns: number;
@@ -57,6 +59,8 @@ interface World {
   running: Promise<void>;
   ferry: FerryClient;
   taskQueue: string;
+  /** A second worker, same inventory, VirshHypervisor with one-shot virsh processes (sessions off). */
+  oneShot: { hv: VirshHypervisor; worker: Worker; running: Promise<void>; ferry: FerryClient } | null;
   memoryMiB: number;
   randomDataMiB: number;
 }
@@ -81,6 +85,8 @@ export interface SizeResult {
   randomDataMiB: number;
   diskMiB: number;
   ferry: FerryRun[];
+  /** Ferry with one-shot virsh processes (sessions off), same rounds. */
+  ferryOneShot: FerryRun[];
   raw: RawRun[];
   order: string;
   load: [number, number];
@@ -111,7 +117,14 @@ export interface LabResult {
 
 // ---- world ---------------------------------------------------------------------------------------------
 
-async function startWorld(env: TestWorkflowEnvironment, hosts: number, vms: number, memoryMiB: number, randomDataMiB: number): Promise<World> {
+async function startWorld(
+  env: TestWorkflowEnvironment,
+  hosts: number,
+  vms: number,
+  memoryMiB: number,
+  randomDataMiB: number,
+  withOneShot: boolean,
+): Promise<World> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-lab-'));
   log(`lab: ${hosts} hosts, ${vms} VMs of ${memoryMiB} MiB (${randomDataMiB} MiB of random disk data), prefix ${labNaming().prefix}`);
   const lab = await labUp({ home, hosts, vms, vmMemoryMiB: memoryMiB, randomDataMiB, ...labNaming() });
@@ -136,12 +149,37 @@ async function startWorld(env: TestWorkflowEnvironment, hosts: number, vms: numb
     client: env.client,
   });
   const running = worker.run();
-  return { home, lab, inv, hv, calls, worker, running, ferry: FerryClient.fromClient(env.client, taskQueue), taskQueue, memoryMiB, randomDataMiB };
+  let oneShot: World['oneShot'] = null;
+  if (withOneShot) {
+    const hv1 = new VirshHypervisor({
+      sessions: false,
+      onCall: (info) => {
+        const end = Date.now();
+        calls.push({ ...info, start: end - info.ms, end });
+      },
+    });
+    const queue1 = `${taskQueue}-oneshot`;
+    const worker1 = await createFerryWorker({
+      connection: env.nativeConnection,
+      namespace: env.namespace ?? 'default',
+      taskQueue: queue1,
+      inventory: inv,
+      hypervisor: hv1,
+      client: env.client,
+    });
+    oneShot = { hv: hv1, worker: worker1, running: worker1.run(), ferry: FerryClient.fromClient(env.client, queue1) };
+  }
+  return { home, lab, inv, hv, calls, worker, running, ferry: FerryClient.fromClient(env.client, taskQueue), taskQueue, oneShot, memoryMiB, randomDataMiB };
 }
 
 async function stopWorld(w: World): Promise<void> {
   w.worker.shutdown();
   await w.running.catch(() => undefined);
+  if (w.oneShot) {
+    w.oneShot.worker.shutdown();
+    await w.oneShot.running.catch(() => undefined);
+  }
+  w.hv.close();
   await w.inv.close();
   await labDown(w.home);
   fs.rmSync(w.home, { recursive: true, force: true });
@@ -179,10 +217,10 @@ async function diskBytes(w: World, vm: LabVm): Promise<number> {
 
 // ---- one Ferry migration, measured ----------------------------------------------------------------------
 
-async function ferryMigration(w: World, vm: LabVm, from: LabHost, to: LabHost | null): Promise<FerryRun> {
+async function ferryMigration(w: World, vm: LabVm, from: LabHost, to: LabHost | null, ferry: FerryClient = w.ferry): Promise<FerryRun> {
   w.calls.length = 0;
   const t0 = Date.now();
-  const outcome = await w.ferry.migrate({
+  const outcome = await ferry.migrate({
     sourceHost: from.address,
     vmName: vm.name,
     vmUuid: vm.uuid,
@@ -225,10 +263,10 @@ async function overhead(w: World, vm: LabVm, pairs: number): Promise<SizeResult>
   r.diskBytes = await diskBytes(w, vm);
   const other = (h: LabHost) => (h.name === h1.name ? h2 : h1);
 
-  const runFerry = async (): Promise<FerryRun> => {
+  const runFerry = async (client: FerryClient = w.ferry): Promise<FerryRun> => {
     await sync(w); // untimed: the inventory learns where the last raw run left the VM
     const from = await whereRuns(w, vm.uuid);
-    return ferryMigration(w, vm, from, null);
+    return ferryMigration(w, vm, from, null, client);
   };
   const runRaw = async (): Promise<RawRun> => {
     const from = await whereRuns(w, vm.uuid);
@@ -238,15 +276,21 @@ async function overhead(w: World, vm: LabVm, pairs: number): Promise<SizeResult>
 
   log(`overhead ${w.memoryMiB} MiB: warm-up (one of each, not counted)`);
   await runFerry();
+  if (w.oneShot) await runFerry(w.oneShot.ferry);
   await runRaw();
-  const order = abbaOrder(pairs);
+  const order = w.oneShot ? rotations(pairs) : abbaOrder(pairs);
   const ferry: FerryRun[] = [];
+  const ferryOneShot: FerryRun[] = [];
   const raw: RawRun[] = [];
   for (const [i, m] of order.entries()) {
-    if (m === 'A') {
-      const f = await runFerry();
-      ferry.push(f);
-      log(`  ${i + 1}/${order.length} Ferry ${f.direction}: workflow ${f.outcome.durationMs} ms, client ${f.wallMs} ms, downtime ${f.outcome.downtimeMs} ms`);
+    if (m === 'A' || m === 'C') {
+      const one = m === 'C' && w.oneShot;
+      const f = await runFerry(one ? w.oneShot!.ferry : w.ferry);
+      (one ? ferryOneShot : ferry).push(f);
+      log(
+        `  ${i + 1}/${order.length} Ferry${one ? ' (one-shot virsh)' : ''} ${f.direction}: workflow ${f.outcome.durationMs} ms, ` +
+          `client ${f.wallMs} ms, downtime ${f.outcome.downtimeMs} ms`,
+      );
     } else {
       const x = await runRaw();
       raw.push(x);
@@ -260,10 +304,27 @@ async function overhead(w: World, vm: LabVm, pairs: number): Promise<SizeResult>
     randomDataMiB: w.randomDataMiB,
     diskMiB: Math.round(r.diskBytes / 2 ** 20),
     ferry,
+    ferryOneShot,
     raw,
     order: order.join(''),
     load: [before, load1()],
   };
+}
+
+/**
+ * Three methods A (Ferry), B (raw), C (Ferry, one-shot virsh), `rounds` rounds, each round every method once, in
+ * the six orders in turn (ABC, CBA, BCA, ACB, CAB, BAC): each method is first, second and last equally often.
+ */
+function rotations(rounds: number): ('A' | 'B' | 'C')[] {
+  const orders: ('A' | 'B' | 'C')[][] = [
+    ['A', 'B', 'C'],
+    ['C', 'B', 'A'],
+    ['B', 'C', 'A'],
+    ['A', 'C', 'B'],
+    ['C', 'A', 'B'],
+    ['B', 'A', 'C'],
+  ];
+  return Array.from({ length: rounds }, (_, i) => orders[i % orders.length]!).flat();
 }
 
 // ---- evacuation -----------------------------------------------------------------------------------------
@@ -359,7 +420,7 @@ export async function labBench(o: LabOptions): Promise<LabResult> {
     for (const size of worlds) {
       const withEvac = evacSize === size;
       const vmCount = withEvac ? o.evacVms + (sizeList.includes(size) ? 1 : 0) : 1;
-      const w = await startWorld(env, withEvac ? 4 : 2, vmCount, size, dataFor(size));
+      const w = await startWorld(env, withEvac ? 4 : 2, vmCount, size, dataFor(size), o.oneShot && sizeList.includes(size));
       try {
         const evacVms = withEvac ? w.lab.vms.slice(0, o.evacVms) : [];
         if (sizeList.includes(size)) {
@@ -396,45 +457,57 @@ export function overheadMarkdown(r: LabResult): string {
   const out: string[] = [];
   const summary: string[][] = [];
   for (const s of r.sizes) {
-    const wf = s.ferry.map((f) => f.outcome.durationMs);
-    const wall = s.ferry.map((f) => f.wallMs);
     const core = s.raw.map((x) => x.createMs + x.migrateMs);
     const full = s.raw.map((x) => x.createMs + x.migrateMs + x.cleanupMs);
-    summary.push([
-      `${s.memoryMiB} MiB RAM, ${s.diskMiB} MiB disk (${s.randomDataMiB} MiB data)`,
-      String(s.ferry.length),
-      medRange(wf),
-      medRange(wall),
-      medRange(core),
-      medRange(full),
-      ratio(median(wf), median(full)),
-      ratio(median(wall), median(full)),
-      ratio(median(wf), median(core)),
-    ]);
+    for (const [label, runs] of [
+      ['Ferry', s.ferry],
+      ['Ferry, one-shot virsh (`FERRY_VIRSH_SESSIONS=0`)', s.ferryOneShot ?? []],
+    ] as const) {
+      if (runs.length === 0) continue;
+      const wf = runs.map((f) => f.outcome.durationMs);
+      const wall = runs.map((f) => f.wallMs);
+      summary.push([
+        `${s.memoryMiB} MiB RAM, ${s.diskMiB} MiB disk (${s.randomDataMiB} MiB data)`,
+        label,
+        String(runs.length),
+        medRange(wf),
+        medRange(wall),
+        medRange(core),
+        medRange(full),
+        `**${ratio(median(wf), median(full))}**`,
+        ratio(median(wall), median(full)),
+        ratio(median(wf), median(core)),
+      ]);
+    }
   }
   out.push(
-    `Pairs alternate ABBA (A = Ferry, B = raw virsh): the VM ping-pongs between host 1 and host 2, so each method moves it ` +
-      'both ways about equally; one unmeasured warm-up migration of each first. ' +
+    'Methods alternate (ABBA for two; for three, rounds in the six orders ABC, CBA, BCA, ACB, CAB, BAC): the VM ping-pongs ' +
+      'between host 1 and host 2, so each method moves it both ways about equally; one unmeasured warm-up migration of each ' +
+      'first. "Ferry" is the default (persistent virsh sessions per host, hypervisor/virsh-session.ts); "one-shot virsh" is ' +
+      'the same worker code with a virsh process per call, as before that optimisation. ' +
       '"raw" = bench/raw-virsh.ts: create (pool-define-as, pool-build, pool-start, vol-create-as: 4 virsh invocations) + ' +
       '`virsh migrate --live --p2p --copy-storage-all --persistent --undefinesource`; "raw + cleanup" adds the source cleanup ' +
       "Ferry also does (vol-delete, pool-destroy, pool-delete, pool-undefine): that is the like-for-like baseline. " +
       'Target: median ratio ≤ 1.10.',
     '',
     table(
-      ['VM', 'runs each', 'Ferry workflow', 'Ferry client wall', 'raw create+migrate', 'raw + cleanup', 'ratio workflow / raw+cleanup', 'ratio client / raw+cleanup', 'ratio workflow / raw create+migrate'],
+      ['VM', 'Ferry', 'runs each', 'Ferry workflow', 'Ferry client wall', 'raw create+migrate', 'raw + cleanup', 'ratio workflow / raw+cleanup', 'ratio client / raw+cleanup', 'ratio workflow / raw create+migrate'],
       summary,
     ),
   );
   for (const s of r.sizes) {
     out.push('', `### ${s.memoryMiB} MiB VM: where Ferry's time goes (medians over ${s.ferry.length} runs; load ${s.load[0]} → ${s.load[1]})`, '');
     const raws = s.raw;
+    const one = s.ferryOneShot ?? [];
+    const col1 = (f: (x: FerryRun) => number | null | undefined) => (one.length ? [ms(medianOf(one, f))] : []);
     out.push(
       table(
-        ['step', 'Ferry', 'raw virsh'],
+        ['step', 'Ferry', ...(one.length ? ['Ferry, one-shot virsh'] : []), 'raw virsh'],
         [
           ...PHASES.map((p) => [
             `phase \`${p}\``,
             ms(medianOf(s.ferry, (f) => f.outcome.phaseMs[p])),
+            ...col1((f) => f.outcome.phaseMs[p]),
             p === 'creating-storage'
               ? ms(medianOf(raws, (x) => x.createMs))
               : p === 'migrating'
@@ -443,13 +516,43 @@ export function overheadMarkdown(r: LabResult): string {
                   ? `${ms(medianOf(raws, (x) => x.cleanupMs))} (cleanup)`
                   : '–',
           ]),
-          ['workflow total (report `durationMs`)', ms(medianOf(s.ferry, (f) => f.outcome.durationMs)), ms(medianOf(raws, (x) => x.createMs + x.migrateMs + x.cleanupMs))],
-          ['client wall (start → result)', ms(medianOf(s.ferry, (f) => f.wallMs)), ''],
-          ['Σ activity scheduled → started (Temporal scheduling)', ms(medianOf(s.ferry, (f) => f.history.activityScheduleToStartMs)), ''],
-          ['Σ activity closed → next scheduled (workflow-task round trips)', ms(medianOf(s.ferry, (f) => f.history.betweenActivitiesMs)), ''],
-          ['Σ activity run time', ms(medianOf(s.ferry, (f) => f.history.activities.reduce((a, x) => a + x.runMs, 0))), ''],
-          ['activities / workflow tasks / history events', `${medianOf(s.ferry, (f) => f.history.activities.length)} / ${medianOf(s.ferry, (f) => f.history.workflowTasks.length)} / ${medianOf(s.ferry, (f) => f.history.events)}`, ''],
-          ['virsh invocations', String(medianOf(s.ferry, (f) => Object.values(f.virsh).reduce((a, v) => a + v.calls, 0))), '9'],
+          [
+            'workflow total (report `durationMs`)',
+            ms(medianOf(s.ferry, (f) => f.outcome.durationMs)),
+            ...col1((f) => f.outcome.durationMs),
+            ms(medianOf(raws, (x) => x.createMs + x.migrateMs + x.cleanupMs)),
+          ],
+          ['client wall (start → result)', ms(medianOf(s.ferry, (f) => f.wallMs)), ...col1((f) => f.wallMs), ''],
+          [
+            'Σ activity scheduled → started (Temporal scheduling)',
+            ms(medianOf(s.ferry, (f) => f.history.activityScheduleToStartMs)),
+            ...col1((f) => f.history.activityScheduleToStartMs),
+            '',
+          ],
+          [
+            'Σ activity closed → next scheduled (workflow-task round trips)',
+            ms(medianOf(s.ferry, (f) => f.history.betweenActivitiesMs)),
+            ...col1((f) => f.history.betweenActivitiesMs),
+            '',
+          ],
+          [
+            'Σ activity run time',
+            ms(medianOf(s.ferry, (f) => f.history.activities.reduce((a, x) => a + x.runMs, 0))),
+            ...col1((f) => f.history.activities.reduce((a, x) => a + x.runMs, 0)),
+            '',
+          ],
+          [
+            'activities / workflow tasks / history events',
+            `${medianOf(s.ferry, (f) => f.history.activities.length)} / ${medianOf(s.ferry, (f) => f.history.workflowTasks.length)} / ${medianOf(s.ferry, (f) => f.history.events)}`,
+            ...(one.length ? [''] : []),
+            '',
+          ],
+          [
+            'virsh calls (invocations or session batches)',
+            String(medianOf(s.ferry, (f) => Object.values(f.virsh).reduce((a, v) => a + v.calls, 0))),
+            ...(one.length ? [String(medianOf(one, (f) => Object.values(f.virsh).reduce((a, v) => a + v.calls, 0)))] : []),
+            '9',
+          ],
         ],
       ),
     );
@@ -458,13 +561,14 @@ export function overheadMarkdown(r: LabResult): string {
     out.push(
       '',
       table(
-        ['activity (in order)', 'scheduled → started', 'run', 'virsh invocations', 'virsh time'],
+        ['activity (in order)', 'scheduled → started', 'run', 'virsh calls', 'virsh time', ...(one.length ? ['run, one-shot virsh'] : [])],
         types.map((t) => [
           `\`${t}\``,
           ms(medianOf(s.ferry, (f) => f.history.activities.filter((a) => a.type === t).reduce((x, a) => x + a.scheduleToStartMs, 0))),
           ms(medianOf(s.ferry, (f) => f.history.activities.filter((a) => a.type === t).reduce((x, a) => x + a.runMs, 0))),
           String(medianOf(s.ferry, (f) => f.virsh[t]?.calls ?? 0)),
           ms(medianOf(s.ferry, (f) => f.virsh[t]?.ms ?? 0)),
+          ...col1((f) => f.history.activities.filter((a) => a.type === t).reduce((x, a) => x + a.runMs, 0)),
         ]),
       ),
     );
@@ -483,14 +587,14 @@ export function overheadMarkdown(r: LabResult): string {
 
 export function downtimeMarkdown(r: LabResult): string {
   const rows = r.sizes.map((s) => {
-    const f = s.ferry.map((x) => x.outcome.downtimeMs).filter((v): v is number => v !== null);
+    const f = [...s.ferry, ...(s.ferryOneShot ?? [])].map((x) => x.outcome.downtimeMs).filter((v): v is number => v !== null);
     const x = s.raw.map((y) => y.downtimeMs).filter((v): v is number => v !== null);
     const xt = s.raw.map((y) => y.totalTimeMs).filter((v): v is number => v !== null);
     return [`${s.memoryMiB} MiB`, medRange(f, 'ms'), medRange(x, 'ms'), ratio(median(f), median(x)), medRange(xt, 'ms')];
   });
   return [
     "libvirt's own downtime figure (`domjobinfo --completed --keep-completed` on the target after each migration: Ferry's " +
-      'report reads the same statistic) for the same runs as section 1. Target: Ferry no worse than raw.',
+      'report reads the same statistic) for the same runs as section 1 (both Ferry variants pooled). Target: Ferry no worse than raw.',
     '',
     table(['VM', 'Ferry downtime', 'raw virsh downtime', 'ratio', 'raw: libvirt total job time'], rows),
   ].join('\n');

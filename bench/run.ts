@@ -3,7 +3,8 @@
  *
  *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
- *   --pairs N          Ferry/raw pairs per VM size in `overhead` (default 5)
+ *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
+ *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
  *   --sizes 128,512    VM memory sizes (MiB) for `overhead` (default 128,512)
  *   --evac-vms N       VMs on the evacuated host (default 6); --evac-runs N evacuations (default 2)
  *   --scales 100,1000,10000   hosts per placement scale (10 VMs per host); --claims N (default 200)
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
   if (overhead || selected.has('evacuation')) {
     const r = await labBench({
       pairs: numArg('pairs', 5),
+      oneShot: !process.argv.includes('--no-one-shot'),
       sizes: listArg('sizes', [128, 512]),
       evacVms: numArg('evac-vms', 6),
       evacRuns: numArg('evac-runs', 2),

@@ -288,7 +288,11 @@ export async function placementBench(o: PlacementOptions): Promise<PlacementResu
   const before = load1();
   const impls: { label: string; impl: string }[] = [];
   let exported: string | null = null;
-  if (o.baseline !== null) {
+  if (o.baseline !== null && o.baseline.startsWith('dir:')) {
+    // a directory holding inventory/ and common/ (e.g. a local experiment), kept afterwards
+    const dir = path.resolve(o.baseline.slice('dir:'.length));
+    impls.push({ label: `before (${path.basename(dir)})`, impl: dir });
+  } else if (o.baseline !== null) {
     exported = await exportRevision(o.baseline);
     impls.push({ label: `before (${path.basename(exported)})`, impl: exported });
   }

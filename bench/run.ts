@@ -8,7 +8,8 @@
  *   --sizes 128,512    VM memory sizes (MiB) for `overhead` (default 128,512)
  *   --evac-vms N       VMs on the evacuated host (default 6); --evac-runs N evacuations (default 2)
  *   --scales 100,1000,10000   hosts per placement scale (10 VMs per host); --claims N (default 200)
- *   --placement-baseline REV  compare with REV's inventory (default the pre-optimisation commit; "none")
+ *   --placement-baseline REV  compare with REV's inventory (default the pre-optimisation commit; "none";
+ *                      "dir:PATH" for a directory holding inventory/ and common/, e.g. a local experiment)
  *   --workflows N      workflows per throughput configuration (default 150); --configs a,b (see throughput.ts)
  *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
  *

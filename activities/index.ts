@@ -9,6 +9,7 @@ import type {
   CompletedMigrationStats,
   CreateTaskResult,
   HostRef,
+  LimitFired,
   LocateResult,
   MigrationStats,
   ProgressSignal,
@@ -22,6 +23,8 @@ import type { Inventory, MigrationLimits, RejectedHost, SyncResult } from '../in
 import { syncInventory } from '../inventory/sync';
 import { PlacementError } from '../inventory/placement';
 import { guarded, nonRetryable } from './failures';
+import { ConvergenceMonitor } from './convergence-monitor';
+import type { ConvergencePolicy } from '../common/validation';
 
 export interface ActivityDeps {
   inventory: Inventory;
@@ -61,6 +64,7 @@ export interface MigrateVmInput {
   target: HostRef;
   vmUuid: string;
   bandwidthMiBps: number | null;
+  convergence: ConvergencePolicy;
   pool: string;
   disks: DiskRecord[];
   /** Upper bound for the virsh client (the workflow's timer is the real deadline). */
@@ -392,8 +396,11 @@ export function createActivities(deps: ActivityDeps) {
             await hv.recreateVolume(input.target.uri, input.pool, d.name, d.sizeBytes, d.format);
           }
         }
+        const monitor = new ConvergenceMonitor(input.convergence, hv, input.source.uri, input.vmUuid, (c) => report({ convergence: c }));
+        await monitor.beforeStart();
         const started: MigrateHeartbeat = { startedByAttempt: ctx.info.attempt };
         beat(started);
+        const startedAt = Date.now();
         const client = new AbortController();
         const onCancel = () => client.abort();
         ctx.cancellationSignal.addEventListener('abort', onCancel);
@@ -401,6 +408,8 @@ export function createActivities(deps: ActivityDeps) {
         const migration = hv
           .migrate(input.source.uri, input.vmUuid, input.target.uri, {
             ...(input.bandwidthMiBps !== null ? { bandwidthMiBps: input.bandwidthMiBps } : {}),
+            autoConverge: input.convergence.autoConverge,
+            postCopy: input.convergence.postCopy,
             clientTimeoutMs: input.clientTimeoutMs,
             signal: client.signal,
           })
@@ -408,6 +417,7 @@ export function createActivities(deps: ActivityDeps) {
             () => (outcome = { ok: true }),
             (err: unknown) => (outcome = { ok: false, err }),
           );
+        let stalled: LimitFired | null = null;
         try {
           let lastSignal = 0;
           while (outcome === null) {
@@ -418,15 +428,31 @@ export function createActivities(deps: ActivityDeps) {
             if (job === null || !ACTIVE_JOB_TYPES.has(job.type)) continue;
             const stats = migrationStats(job);
             beat({ ...started, stats });
+            const verdict = await monitor.onSample(job, stats, Date.now() - startedAt);
+            if (verdict.kind === 'abort' && stalled === null) {
+              // The progress deadline: abort the job and let the migration client come back.
+              stalled = verdict.limit;
+              await hv.abortJob(input.source.uri, input.vmUuid);
+            }
             if (Date.now() - lastSignal >= signalEveryMs) {
               lastSignal = Date.now();
-              await report({ migration: stats });
+              await report({ migration: stats, convergence: monitor.view() });
             }
           }
         } finally {
           ctx.cancellationSignal.removeEventListener('abort', onCancel);
         }
         const result = outcome as { ok: true } | { ok: false; err: unknown };
+        if (stalled !== null && !result.ok) {
+          const where = await locate(input.source, input.target, input.vmUuid);
+          if (where.location === 'target') return completedStats(input.target, input.vmUuid, input.disks);
+          throw ApplicationFailure.create({
+            type: 'MigrationStalled',
+            message: `the progress deadline passed: ${stalled.detail}`,
+            nonRetryable: true,
+            details: [{ limitFired: stalled }],
+          });
+        }
         if (!result.ok) {
           // virsh failed: believe libvirt's account of where the VM is, not the client's exit status.
           const where = await locate(input.source, input.target, input.vmUuid);
@@ -459,10 +485,47 @@ export function createActivities(deps: ActivityDeps) {
             throw err;
           });
           if (job === null || !ACTIVE_JOB_TYPES.has(job.type)) break;
-          await hv.abortJob(input.source.uri, input.vmUuid);
+          // A migration in post-copy cannot be undone (each host holds part of the guest's memory): let it finish.
+          const dom = await hv.getDomain(input.source.uri, input.vmUuid);
+          if (!(dom?.stateReason && /post-?copy/.test(dom.stateReason))) await hv.abortJob(input.source.uri, input.vmUuid);
           await sleep(500);
         }
         return locate(input.source, input.target, input.vmUuid);
+      });
+    },
+
+    /** The tune update: raise the max downtime, change the bandwidth, switch to post-copy — on the running job. */
+    async tuneMigration(input: {
+      source: HostRef;
+      vmUuid: string;
+      maxDowntimeMs?: number;
+      bandwidthMiBps?: number;
+      postCopyNow?: boolean;
+    }): Promise<{ maxDowntimeMs: number; bandwidthMiBps: number | null; postCopyActive: boolean }> {
+      return guarded(async () => {
+        const job = await hv.jobInfo(input.source.uri, input.vmUuid);
+        if (!ACTIVE_JOB_TYPES.has(job.type)) {
+          throw nonRetryable(FailureType.InvalidInput, `no migration job is running for ${input.vmUuid} on ${input.source.name}`);
+        }
+        if (input.maxDowntimeMs !== undefined) await hv.setMaxDowntime(input.source.uri, input.vmUuid, input.maxDowntimeMs);
+        if (input.bandwidthMiBps !== undefined) await hv.setMigrationBandwidth(input.source.uri, input.vmUuid, input.bandwidthMiBps);
+        if (input.postCopyNow) await hv.startPostCopy(input.source.uri, input.vmUuid);
+        return {
+          maxDowntimeMs: await hv.getMaxDowntime(input.source.uri, input.vmUuid),
+          bandwidthMiBps: input.bandwidthMiBps ?? null,
+          postCopyActive: input.postCopyNow === true,
+        };
+      });
+    },
+
+    /** The completion deadline with onDeadline "post-copy": switch the running job to post-copy. */
+    async switchToPostCopy(input: { source: HostRef; vmUuid: string }): Promise<boolean> {
+      return guarded(async () => {
+        const job = await hv.jobInfo(input.source.uri, input.vmUuid);
+        if (!ACTIVE_JOB_TYPES.has(job.type)) return false;
+        const dom = await hv.getDomain(input.source.uri, input.vmUuid);
+        if (!(dom?.stateReason && /post-?copy/.test(dom.stateReason))) await hv.startPostCopy(input.source.uri, input.vmUuid);
+        return true;
       });
     },
 

@@ -17,6 +17,12 @@ export interface MigrateOptions {
   timeout?: string;
   bandwidth?: string;
   keepSource?: boolean;
+  autoConverge?: boolean;
+  postCopy?: boolean;
+  maxDowntime?: string;
+  maxDowntimeRamp?: string;
+  progressTimeout?: string;
+  onDeadline?: string;
   wait: boolean;
   json?: boolean;
 }
@@ -25,6 +31,19 @@ export interface MigrateOptions {
 function numeric(text: string | undefined): number | string | undefined {
   if (text === undefined) return undefined;
   return /^-?\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : text;
+}
+
+/** The --auto-converge/--post-copy/… flags as the workflow's `convergence` object (validated there). */
+function convergence(o: MigrateOptions): Record<string, unknown> | undefined {
+  const c: Record<string, unknown> = {
+    ...(o.autoConverge ? { autoConverge: true } : {}),
+    ...(o.postCopy ? { postCopy: true } : {}),
+    ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) } : {}),
+    ...(o.maxDowntimeRamp !== undefined ? { maxDowntimeRamp: { maxMs: numeric(o.maxDowntimeRamp) } } : {}),
+    ...(o.progressTimeout !== undefined ? { progressTimeout: o.progressTimeout } : {}),
+    ...(o.onDeadline !== undefined ? { onDeadline: o.onDeadline } : {}),
+  };
+  return Object.keys(c).length > 0 ? c : undefined;
 }
 
 export function exitCodeFor(status: MigrationReport['status']): number {
@@ -44,6 +63,12 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--timeout <duration>', 'migration deadline, e.g. 90s, 10m (default: 150 s per GiB, at least 2m)')
     .option('--bandwidth <mibps>', 'bandwidth limit in MiB/s')
     .option('--keep-source', "keep the source's old disks after success")
+    .option('--auto-converge', 'throttle the guest while memory does not converge')
+    .option('--post-copy', 'allow switching to post-copy (on a deadline with --on-deadline post-copy, or by `ferry tune`)')
+    .option('--max-downtime <ms>', 'initial maximum downtime of the switch-over (default 300)')
+    .option('--max-downtime-ramp <ms>', 'raise the max downtime in steps up to this while memory iterations stall')
+    .option('--progress-timeout <duration>', 'deadline: no new low of the remaining data for this long (default 150s)')
+    .option('--on-deadline <action>', 'abort (default) or post-copy, when a deadline passes')
     .option('--no-wait', 'start and return')
     .option('--json', 'print one final JSON object')
     .action(async (o: MigrateOptions) => runMigrate(ctx, o));
@@ -72,6 +97,33 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
         if (typeof report === 'string') process.stdout.write(`last migration of ${vm.name} was refused: ${report}\n`);
         else printReport(report);
       }
+    });
+
+  program
+    .command('tune')
+    .description("tune a VM's running migration: raise the max downtime, change the bandwidth, switch to post-copy")
+    .argument('<vm>', 'VM name or UUID')
+    .option('--max-downtime <ms>', 'new maximum downtime of the switch-over')
+    .option('--bandwidth <mibps>', 'new bandwidth limit')
+    .option('--post-copy-now', 'switch to post-copy now (the migration must allow post-copy)')
+    .option('--json', 'print the convergence view as JSON')
+    .action(async (ref: string, o: { maxDowntime?: string; bandwidth?: string; postCopyNow?: boolean; json?: boolean }) => {
+      const vm = await ctx.resolveVm(ref);
+      const handle = await findMigration(ctx, vm.uuid);
+      if (handle === null || !(await handle.isRunning())) throw new CliExit(EXIT.badInput, `${vm.name} has no running migration to tune`);
+      const req = {
+        ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) as number } : {}),
+        ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) as number } : {}),
+        ...(o.postCopyNow ? { postCopyNow: true } : {}),
+      };
+      let view;
+      try {
+        view = await handle.tune(req);
+      } catch (err) {
+        throw new CliExit(EXIT.badInput, (err as Error).message);
+      }
+      if (o.json) printJson(view);
+      else process.stdout.write(`${vm.name}: max downtime ${view.maxDowntimeMs ?? 'default'} ms, bandwidth ${view.bandwidthMiBps ?? 'unlimited'} MiB/s${view.postCopyActive ? ', post-copy' : ''}\n`);
     });
 
   program
@@ -202,6 +254,15 @@ function printProgress(p: MigrationProgress): void {
       `  migration: ${p.migration.percent ?? '?'}% (${mib(p.migration.dataProcessedBytes)} of ${mib(p.migration.dataTotalBytes)}), iteration ${p.migration.memoryIteration ?? '-'}`,
     );
   }
+  const c = p.convergence;
+  if (c) {
+    lines.push(
+      `  convergence: max downtime ${c.maxDowntimeMs ?? 'default'} ms, auto-converge ${c.autoConverge ? `on (throttle ${c.throttlePercent ?? 0} %)` : 'off'}, ` +
+        `post-copy ${c.postCopyActive ? 'ACTIVE' : c.postCopyAllowed ? 'allowed' : 'off'}, no new low for ${c.sinceNewLowMs === null ? '-' : formatDuration(c.sinceNewLowMs)} of ${formatDuration(c.progressTimeoutMs)}`,
+    );
+    if (c.limitFired) lines.push(`  deadline: ${c.limitFired.limit} → ${c.limitFired.action} (${c.limitFired.detail})`);
+    for (const e of c.events.slice(-5)) lines.push(`  ${e.at}: ${e.what}`);
+  }
   if (p.waitingFor) lines.push(`  waiting for: ${p.waitingFor}`);
   if (p.lastError) lines.push(`  last error: ${p.lastError}`);
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -214,6 +275,7 @@ function printReport(r: MigrationReport): void {
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
   const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`];
   if (r.status === 'migrated') lines.push(`  source storage ${r.sourceCleaned ? 'removed' : 'kept'}`);
+  if (r.limitFired) lines.push(`  deadline: ${r.limitFired.limit} → ${r.limitFired.action}`);
   for (const w of r.warnings) lines.push(`  warning: ${w}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -14,17 +14,18 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
 import { ApplicationFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
-import type { MigrationProgress, MigrationReport } from '../common/migration';
+import type { ConvergenceView, MigrationProgress, MigrationReport, TuneRequest } from '../common/migration';
 import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
 import { InputError, validateMigrationInput, type LiveMigrationInput } from '../common/validation';
 import { clientConnectionOptions, describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
 
-export type { LiveMigrationInput, LiveMigrationOptions } from '../common/validation';
-export type { MigrationProgress, MigrationReport, Artifact, Phase } from '../common/migration';
+export type { LiveMigrationInput, LiveMigrationOptions, ConvergenceInput } from '../common/validation';
+export type { MigrationProgress, MigrationReport, Artifact, Phase, TuneRequest, ConvergenceView, LimitFired } from '../common/migration';
 export { InputError } from '../common/validation';
 export { migrationWorkflowId } from '../common/names';
 
@@ -90,6 +91,19 @@ export class MigrationHandle {
         if (memo?.report) return memo.report;
       }
       return outcomeOfFailure(err);
+    }
+  }
+
+  /**
+   * Tunes the running copy (Temporal update `tune`): raise the max downtime, change the bandwidth, switch
+   * to post-copy now. Resolves with the convergence view; a refused tune rejects with the reason.
+   */
+  async tune(req: TuneRequest): Promise<ConvergenceView> {
+    try {
+      return await this.workflow.executeUpdate<ConvergenceView, [TuneRequest]>('tune', { args: [req] });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError && err.cause instanceof Error) throw new Error(err.cause.message);
+      throw err;
     }
   }
 

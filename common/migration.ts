@@ -63,6 +63,39 @@ export interface MigrationStats {
   sampledAt: string;
 }
 
+/** Which deadline passed, what Ferry did, and libvirt's statistics at that moment. */
+export interface LimitFired {
+  limit: 'completion' | 'progress';
+  action: 'abort' | 'post-copy';
+  at: string;
+  stats: MigrationStats | null;
+  detail: string;
+}
+
+/** Convergence controls of a running migration, as the progress query shows them. */
+export interface ConvergenceView {
+  autoConverge: boolean;
+  postCopyAllowed: boolean;
+  postCopyActive: boolean;
+  maxDowntimeMs: number | null;
+  bandwidthMiBps: number | null;
+  throttlePercent: number | null;
+  progressTimeoutMs: number;
+  lowestRemainingBytes: number | null;
+  /** Time since the remaining data made its last new low. */
+  sinceNewLowMs: number | null;
+  limitFired: LimitFired | null;
+  /** What changed the migration while it ran (ramp steps, operator updates, post-copy). */
+  events: { at: string; what: string }[];
+}
+
+/** The `tune` update's argument: changes to a running copy. */
+export interface TuneRequest {
+  maxDowntimeMs?: number;
+  bandwidthMiBps?: number;
+  postCopyNow?: boolean;
+}
+
 export interface CompletedMigrationStats {
   totalTimeMs: number | null;
   downtimeMs: number | null;
@@ -90,6 +123,7 @@ export interface MigrationProgress {
   /** Attempts per create task, e.g. {"directory": 1, "pool": 1, "disk:disk0.qcow2": 3}. */
   createAttempts: Record<string, number>;
   migration: MigrationStats | null;
+  convergence: ConvergenceView | null;
   /** What the workflow waits for right now, in words (e.g. a compensation retrying against a down host). */
   waitingFor: string | null;
   lastError: string | null;
@@ -118,6 +152,9 @@ export interface MigrationReport {
   reason: string | null;
   /** Where libvirt says the VM runs at the end. */
   location: VmLocation | null;
+  /** The deadline that fired (if any) and the convergence events. */
+  limitFired: LimitFired | null;
+  convergenceEvents: { at: string; what: string }[];
   sourceCleaned: boolean;
   warnings: string[];
 }
@@ -129,6 +166,16 @@ export interface CreateTaskResult {
 /** Sent by long-running activities to their workflow so the progress query can show live numbers. */
 export interface ProgressSignal {
   migration?: MigrationStats;
+  /** From the migrate activity: its convergence state and anything it just did. */
+  convergence?: {
+    maxDowntimeMs?: number | null;
+    throttlePercent?: number | null;
+    postCopyActive?: boolean;
+    lowestRemainingBytes?: number | null;
+    sinceNewLowMs?: number | null;
+    event?: string;
+    limitFired?: LimitFired;
+  };
   createTask?: { task: string; attempt: number; error?: string };
   waitingFor?: string | null;
 }

@@ -38,8 +38,42 @@ export interface LiveMigrationInput {
   bandwidthMiBps?: number;
   /** Concurrency limits (defaults 2 outbound per host, 1 inbound per host, 5 in the fleet). */
   limits?: Partial<MigrationLimits>;
+  /** Controls for migrations of busy VMs that may not converge. */
+  convergence?: ConvergenceInput;
   options?: LiveMigrationOptions;
 }
+
+/** What to do when the completion timeout or the progress timeout passes. */
+export type DeadlineAction = 'abort' | 'post-copy';
+
+export interface ConvergenceInput {
+  /** QEMU throttles the guest's vCPUs while memory iterations do not converge. Default off. */
+  autoConverge?: boolean;
+  /** Allow switching to post-copy (on a deadline with onDeadline "post-copy", or by the tune update). Default off. */
+  postCopy?: boolean;
+  /** Initial maximum downtime of the switch-over, ms. Default libvirt's (300). */
+  maxDowntimeMs?: number;
+  /** Raise the max downtime in steps while memory iterations stall (never lowered). */
+  maxDowntimeRamp?: { maxMs: number; steps?: number; stallIterations?: number };
+  /** Progress deadline: no new minimum of the remaining data for this long. Default "150s" (KubeVirt). */
+  progressTimeout?: string;
+  /** What a passed deadline (completion or progress) does: "abort" (default) or "post-copy" (if allowed, else abort). */
+  onDeadline?: DeadlineAction;
+}
+
+/** The normalised convergence controls. */
+export interface ConvergencePolicy {
+  autoConverge: boolean;
+  postCopy: boolean;
+  maxDowntimeMs: number | null;
+  ramp: { initialMs: number; maxMs: number; steps: number; stallIterations: number } | null;
+  progressTimeoutMs: number;
+  onDeadline: DeadlineAction;
+}
+
+export const DEFAULT_PROGRESS_TIMEOUT_MS = 150_000;
+export const LIBVIRT_DEFAULT_MAX_DOWNTIME_MS = 300;
+export const MAX_DOWNTIME_LIMIT_MS = 60_000;
 
 export interface LiveMigrationOptions {
   /** Leave the source's disks, pool and directory in place after success. Default false. */
@@ -69,6 +103,7 @@ export interface MigrationRequest {
   timeoutFloorMs: number;
   limits: MigrationLimits;
   queueTimeoutMs: number;
+  convergence: ConvergencePolicy;
 }
 
 function duration(what: string, minMs: number, maxMs: number) {
@@ -92,6 +127,13 @@ const limit = (what: string) =>
     .int(`${what} must be a whole number`)
     .min(1, `${what} must be at least 1`)
     .max(MAX_LIMIT, `${what} must be at most ${MAX_LIMIT}`);
+
+const downtime = (what: string) =>
+  z
+    .number({ error: `${what} must be a whole number of ms` })
+    .int(`${what} must be a whole number of ms`)
+    .min(1, `${what} must be at least 1`)
+    .max(MAX_DOWNTIME_LIMIT_MS, `${what} must be at most ${MAX_DOWNTIME_LIMIT_MS}`);
 
 const hostRef = (what: string) =>
   z
@@ -128,6 +170,22 @@ const schema = z
         maxInFlight: limit('limits.maxInFlight').optional(),
       })
       .optional(),
+    convergence: z
+      .strictObject({
+        autoConverge: z.boolean({ error: 'convergence.autoConverge must be true or false' }).optional(),
+        postCopy: z.boolean({ error: 'convergence.postCopy must be true or false' }).optional(),
+        maxDowntimeMs: downtime('convergence.maxDowntimeMs').optional(),
+        maxDowntimeRamp: z
+          .strictObject({
+            maxMs: downtime('convergence.maxDowntimeRamp.maxMs'),
+            steps: z.number().int().min(1).max(100).optional(),
+            stallIterations: z.number().int().min(1).max(100).optional(),
+          })
+          .optional(),
+        progressTimeout: duration('convergence.progressTimeout', 1_000, MAX_TIMEOUT_MS).optional(),
+        onDeadline: z.enum(['abort', 'post-copy'], { error: 'convergence.onDeadline must be "abort" or "post-copy"' }).optional(),
+      })
+      .optional(),
     options: z
       .strictObject({
         keepSourceStorage: z.boolean().optional(),
@@ -137,6 +195,10 @@ const schema = z
         queueTimeout: duration('options.queueTimeout', 1_000, MAX_TIMEOUT_MS).optional(),
       })
       .optional(),
+  })
+  .refine((v) => !(v.convergence?.maxDowntimeRamp && v.convergence.maxDowntimeRamp.maxMs < (v.convergence.maxDowntimeMs ?? LIBVIRT_DEFAULT_MAX_DOWNTIME_MS)), {
+    message: 'convergence.maxDowntimeRamp.maxMs must be at least the initial max downtime',
+    path: ['convergence', 'maxDowntimeRamp', 'maxMs'],
   })
   .refine((v) => v.targetHost === undefined || v.targetHost !== v.sourceHost, {
     message: 'targetHost is the source host: a VM cannot be migrated to the host it runs on',
@@ -195,6 +257,24 @@ export function validateMigrationInput(input: unknown): MigrationRequest {
     timeoutFloorMs: v.options?.timeoutFloor ?? DEFAULT_TIMEOUT_FLOOR_MS,
     limits: { ...DEFAULT_LIMITS, ...v.limits },
     queueTimeoutMs: v.options?.queueTimeout ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    convergence: convergencePolicy(v.convergence),
+  };
+}
+
+/** The parsed convergence input (durations already in ms). */
+type ParsedConvergence = Omit<ConvergenceInput, 'progressTimeout'> & { progressTimeout?: number };
+
+function convergencePolicy(c: ParsedConvergence | undefined): ConvergencePolicy {
+  const initial = c?.maxDowntimeMs ?? LIBVIRT_DEFAULT_MAX_DOWNTIME_MS;
+  return {
+    autoConverge: c?.autoConverge ?? false,
+    postCopy: c?.postCopy ?? false,
+    maxDowntimeMs: c?.maxDowntimeMs ?? null,
+    ramp: c?.maxDowntimeRamp
+      ? { initialMs: initial, maxMs: c.maxDowntimeRamp.maxMs, steps: c.maxDowntimeRamp.steps ?? 5, stallIterations: c.maxDowntimeRamp.stallIterations ?? 2 }
+      : null,
+    progressTimeoutMs: c?.progressTimeout ?? DEFAULT_PROGRESS_TIMEOUT_MS,
+    onDeadline: c?.onDeadline ?? 'abort',
   };
 }
 

@@ -88,6 +88,10 @@ export interface JobInfo {
   diskRemainingBytes: number | null;
   memoryIteration: number | null;
   dirtyRatePagesPerSec: number | null;
+  /** Auto-converge's current CPU throttle of the guest, percent (null when not throttling). */
+  autoConvergeThrottlePercent: number | null;
+  /** Pages the target requested from the source in post-copy mode (null before post-copy). */
+  postcopyRequests: number | null;
   /** Completed jobs: total time and downtime as libvirt measured them. */
   totalTimeMs: number | null;
   downtimeMs: number | null;
@@ -112,6 +116,8 @@ export function emptyJobInfo(type: JobInfo['type'] = 'none'): JobInfo {
     diskRemainingBytes: null,
     memoryIteration: null,
     dirtyRatePagesPerSec: null,
+    autoConvergeThrottlePercent: null,
+    postcopyRequests: null,
     totalTimeMs: null,
     downtimeMs: null,
     raw: {},
@@ -121,6 +127,10 @@ export function emptyJobInfo(type: JobInfo['type'] = 'none'): JobInfo {
 export interface MigrateOptions {
   /** MiB/s; undefined = hypervisor default (unlimited). */
   bandwidthMiBps?: number;
+  /** `--auto-converge`: QEMU throttles the guest's CPU while memory iterations do not converge. */
+  autoConverge?: boolean;
+  /** `--postcopy`: the migration may be switched to post-copy later (startPostCopy). */
+  postCopy?: boolean;
   /** Upper bound for the virsh client process, in ms (the job itself is bounded by the workflow timer). */
   clientTimeoutMs?: number;
   /** Aborting this signal kills the local virsh client only; with --p2p the job goes on (use abortJob). */
@@ -169,4 +179,11 @@ export interface Hypervisor {
   completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null>;
   /** Aborts the domain's current job; returns false when there was no job to abort. */
   abortJob(uri: string, uuid: string): Promise<boolean>;
+  /** Maximum tolerated downtime of the switch-over, ms (`migrate-setmaxdowntime`; also before a job starts). */
+  setMaxDowntime(uri: string, uuid: string, ms: number): Promise<void>;
+  getMaxDowntime(uri: string, uuid: string): Promise<number>;
+  /** Bandwidth of a running migration, MiB/s (`migrate-setspeed`). */
+  setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void>;
+  /** Switches a running migration started with `postCopy` to post-copy now (`migrate-postcopy`). */
+  startPostCopy(uri: string, uuid: string): Promise<void>;
 }

@@ -315,6 +315,8 @@ export function parseJobInfoRaw(out: string): JobInfo {
     diskRemainingBytes: num('disk_remaining'),
     memoryIteration: num('memory_iteration'),
     dirtyRatePagesPerSec: num('memory_dirty_rate'),
+    autoConvergeThrottlePercent: num('auto_converge_throttle'),
+    postcopyRequests: num('memory_postcopy_requests'),
     // A completed job's time_elapsed is its total time.
     totalTimeMs: type === 'completed' || type === 'failed' || type === 'cancelled' ? num('time_elapsed') : null,
     downtimeMs: num('downtime'),

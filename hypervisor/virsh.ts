@@ -238,6 +238,10 @@ export function samePath(a: string, b: string): boolean {
   return norm(a) === norm(b);
 }
 
+function checkPositiveInt(what: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n <= 0) throw new LibvirtError('invalid', `${what} must be a positive whole number, got ${n}`);
+}
+
 function noJob(): JobInfo {
   return emptyJobInfo('none');
 }
@@ -823,6 +827,8 @@ export class VirshHypervisor implements Hypervisor {
       }
       args.push(`--bandwidth=${opts.bandwidthMiBps}`);
     }
+    if (opts.autoConverge) args.push('--auto-converge');
+    if (opts.postCopy) args.push('--postcopy');
     args.push(`--domain=${uuid}`, `--desturi=${targetUri}`);
     const what = `migrate ${uuid} to ${redactUri(targetUri)}`;
     try {
@@ -855,6 +861,31 @@ export class VirshHypervisor implements Hypervisor {
     const out = await this.exec(uri, ['domjobinfo', `--domain=${uuid}`, '--completed', '--keep-completed', '--rawstats'], what);
     const info = this.parse(uri, what, () => parseJobInfoRaw(out));
     return info.type === 'none' ? null : info;
+  }
+
+  async setMaxDowntime(uri: string, uuid: string, ms: number): Promise<void> {
+    checkUuid(uuid);
+    checkPositiveInt('max downtime (ms)', ms);
+    await this.exec(uri, ['migrate-setmaxdowntime', `--domain=${uuid}`, `--downtime=${ms}`], `setMaxDowntime ${uuid}`);
+  }
+
+  async getMaxDowntime(uri: string, uuid: string): Promise<number> {
+    checkUuid(uuid);
+    const what = `getMaxDowntime ${uuid}`;
+    const out = (await this.exec(uri, ['migrate-getmaxdowntime', `--domain=${uuid}`], what)).trim();
+    if (!/^\d+$/.test(out)) throw new LibvirtError('unknown', `${what}: unexpected answer "${out}"`);
+    return Number(out);
+  }
+
+  async setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void> {
+    checkUuid(uuid);
+    checkPositiveInt('bandwidth (MiB/s)', mibps);
+    await this.exec(uri, ['migrate-setspeed', `--domain=${uuid}`, `--bandwidth=${mibps}`], `setMigrationBandwidth ${uuid}`);
+  }
+
+  async startPostCopy(uri: string, uuid: string): Promise<void> {
+    checkUuid(uuid);
+    await this.exec(uri, ['migrate-postcopy', `--domain=${uuid}`], `startPostCopy ${uuid}`);
   }
 
   async abortJob(uri: string, uuid: string): Promise<boolean> {

@@ -19,6 +19,7 @@ import {
   CancelledFailure,
   defineQuery,
   defineSignal,
+  defineUpdate,
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
@@ -34,7 +35,10 @@ import type { FerryActivities } from '../activities';
 import type {
   Artifact,
   CompletedMigrationStats,
+  ConvergenceView,
   HostRef,
+  LimitFired,
+  TuneRequest,
   LocateResult,
   MigrationProgress,
   MigrationReport,
@@ -51,6 +55,8 @@ import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../commo
 import {
   defaultMigrationTimeoutMs,
   InputError,
+  MAX_BANDWIDTH_MIBPS,
+  MAX_DOWNTIME_LIMIT_MS,
   validateMigrationInput,
   type LiveMigrationInput,
   type MigrationRequest,
@@ -64,6 +70,9 @@ export type { LiveMigrationInput } from '../common/validation';
 export const progressQuery = defineQuery<MigrationProgress>('progress');
 /** Operator cancel by signal (same compensation as a Temporal cancel). */
 export const cancelSignal = defineSignal<[{ reason?: string } | undefined]>('cancel');
+/** Tune a running migration: raise the max downtime, change the bandwidth, switch to post-copy now. */
+export const tuneUpdate = defineUpdate<ConvergenceView, [TuneRequest]>('tune');
+
 /** Internal: live numbers from the activities (job statistics, create-task retries). */
 export const progressSignal = defineSignal<[ProgressSignal]>('ferry.progress');
 
@@ -190,6 +199,7 @@ function startRun(input: LiveMigrationInput, forward: CancellationScope): Run {
       artifacts: [],
       createAttempts: {},
       migration: null,
+      convergence: null,
       waitingFor: null,
       lastError: null,
       cancelRequested: false,
@@ -217,8 +227,16 @@ function startRun(input: LiveMigrationInput, forward: CancellationScope): Run {
     run.cancelReason = req?.reason ?? 'cancelled by operator (signal)';
     forward.cancel();
   });
+  setHandler(tuneUpdate, (req) => tune(run, req), { validator: (req) => validateTune(run, req) });
   setHandler(progressSignal, (p) => {
     if (p.migration && run.progress.phase === 'migrating') run.progress.migration = p.migration;
+    const view = run.progress.convergence;
+    if (p.convergence && view) {
+      const { event, limitFired, ...state } = p.convergence;
+      for (const [k, v] of Object.entries(state)) if (v !== undefined) (view as unknown as Record<string, unknown>)[k] = v;
+      if (limitFired) view.limitFired = limitFired;
+      if (event) view.events.push({ at: new Date().toISOString(), what: event });
+    }
     if (p.createTask) {
       const { task, attempt } = p.createTask;
       if (task in run.progress.createAttempts || run.progress.phase === 'creating-storage') {
@@ -389,6 +407,20 @@ async function migrateBeforeDeadline(
   const timeoutMs = request.timeoutMs ?? defaultMigrationTimeoutMs(vm.dataBytes, request.timeoutPerGiBMs, request.timeoutFloorMs);
   run.timeoutMs = timeoutMs;
   run.progress.deadline = new Date(Date.now() + timeoutMs).toISOString();
+  const policy = request.convergence;
+  run.progress.convergence = {
+    autoConverge: policy.autoConverge,
+    postCopyAllowed: policy.postCopy,
+    postCopyActive: false,
+    maxDowntimeMs: policy.maxDowntimeMs,
+    bandwidthMiBps: request.bandwidthMiBps,
+    throttlePercent: null,
+    progressTimeoutMs: policy.progressTimeoutMs,
+    lowestRemainingBytes: null,
+    sinceNewLowMs: null,
+    limitFired: null,
+    events: [],
+  };
 
   // The timer first, then the migration; whichever finishes first decides.
   const timerScope = new CancellationScope();
@@ -406,6 +438,7 @@ async function migrateBeforeDeadline(
         target,
         vmUuid: vm.uuid,
         bandwidthMiBps: request.bandwidthMiBps,
+        convergence: policy,
         pool: vmPoolName(vm.uuid),
         disks: vm.disks,
         clientTimeoutMs: timeoutMs + 5 * 60_000,
@@ -416,18 +449,30 @@ async function migrateBeforeDeadline(
       (err: unknown) => ({ ok: false as const, err }),
     );
 
-  const first = await Promise.race([copy, deadline]);
+  let first = await Promise.race([copy, deadline]);
   if (first === 'deadline') {
-    migrateScope.cancel();
-    await copy; // WAIT_CANCELLATION_COMPLETED: the activity has stopped when this settles
-    throw new StepFailure(
-      'timed-out',
-      FailureType.MigrationTimedOut,
-      `the migration did not finish within its timeout of ${formatDuration(timeoutMs)}`,
-    );
+    const view = run.progress.convergence;
+    const detail = `the migration did not finish within its timeout of ${formatDuration(timeoutMs)}`;
+    if (view.postCopyActive || (policy.onDeadline === 'post-copy' && policy.postCopy)) {
+      // Completion deadline with post-copy: switch (unless already in post-copy) and let the copy finish —
+      // a migration in post-copy is never aborted.
+      if (!view.postCopyActive) {
+        await quick.switchToPostCopy({ source: vm.source, vmUuid: vm.uuid });
+        view.postCopyActive = true;
+        view.limitFired = { limit: 'completion', action: 'post-copy', at: new Date().toISOString(), stats: run.progress.migration, detail };
+        view.events.push({ at: view.limitFired.at, what: `completion deadline: switched to post-copy (${detail})` });
+      }
+      first = await copy;
+    } else {
+      view.limitFired = { limit: 'completion', action: 'abort', at: new Date().toISOString(), stats: run.progress.migration, detail };
+      migrateScope.cancel();
+      await copy; // WAIT_CANCELLATION_COMPLETED: the activity has stopped when this settles
+      throw new StepFailure('timed-out', FailureType.MigrationTimedOut, detail);
+    }
+  } else {
+    timerScope.cancel();
+    await deadline;
   }
-  timerScope.cancel();
-  await deadline;
   if (first === 'stopped') {
     // The timer only stops early when the whole migration is being cancelled: let the activity stop first.
     const settled = await copy;
@@ -436,9 +481,53 @@ async function migrateBeforeDeadline(
   run.migrationMs = Date.now() - started;
   if (!first.ok) {
     if (isCancellation(first.err)) throw first.err;
+    const app = rootApplicationFailure(first.err);
+    if (app?.type === 'MigrationStalled') {
+      // The progress deadline passed inside the activity, which aborted the job.
+      const fired = (app.details?.[0] as { limitFired?: LimitFired } | undefined)?.limitFired;
+      if (fired) run.progress.convergence.limitFired = fired;
+      throw new StepFailure('timed-out', FailureType.MigrationTimedOut, app.message);
+    }
     throw new StepFailure('failed', FailureType.MigrationFailed, rootMessage(first.err));
   }
   return first.stats;
+}
+
+/** Refuses a tune that cannot apply (the migration is not copying, a value out of range, post-copy not allowed). */
+function validateTune(run: Run, req: TuneRequest): void {
+  const problems: string[] = [];
+  if (typeof req !== 'object' || req === null) throw new Error('tune takes one object like {"maxDowntimeMs": 1000}');
+  const known = ['maxDowntimeMs', 'bandwidthMiBps', 'postCopyNow'];
+  for (const k of Object.keys(req)) if (!known.includes(k)) problems.push(`unknown option ${k}`);
+  const view = run.progress.convergence;
+  if (run.progress.phase !== 'migrating' || view === null) problems.push(`the migration is ${run.progress.phase}, not migrating: nothing to tune`);
+  if (req.maxDowntimeMs !== undefined && !(Number.isInteger(req.maxDowntimeMs) && req.maxDowntimeMs >= 1 && req.maxDowntimeMs <= MAX_DOWNTIME_LIMIT_MS)) {
+    problems.push(`maxDowntimeMs must be a whole number of ms from 1 to ${MAX_DOWNTIME_LIMIT_MS}`);
+  }
+  if (req.bandwidthMiBps !== undefined && !(Number.isInteger(req.bandwidthMiBps) && req.bandwidthMiBps >= 1 && req.bandwidthMiBps <= MAX_BANDWIDTH_MIBPS)) {
+    problems.push(`bandwidthMiBps must be a whole number from 1 to ${MAX_BANDWIDTH_MIBPS}`);
+  }
+  if (req.postCopyNow !== undefined && typeof req.postCopyNow !== 'boolean') problems.push('postCopyNow must be true or false');
+  if (req.postCopyNow && view && !view.postCopyAllowed) problems.push('post-copy was not allowed for this migration (convergence.postCopy)');
+  if (req.postCopyNow && view?.postCopyActive) problems.push('the migration is already in post-copy');
+  if (req.maxDowntimeMs === undefined && req.bandwidthMiBps === undefined && !req.postCopyNow) problems.push('nothing to change');
+  if (problems.length > 0) throw new Error(`cannot tune: ${problems.join('; ')}`);
+}
+
+async function tune(run: Run, req: TuneRequest): Promise<ConvergenceView> {
+  const view = run.progress.convergence;
+  const vm = run.vm;
+  if (view === null || vm === null) throw ApplicationFailure.create({ message: 'the migration is not copying', nonRetryable: true });
+  const applied = await quick.tuneMigration({ source: vm.source, vmUuid: vm.uuid, ...req });
+  const what: string[] = [];
+  if (req.maxDowntimeMs !== undefined) what.push(`max downtime ${applied.maxDowntimeMs} ms`);
+  if (req.bandwidthMiBps !== undefined) what.push(`bandwidth ${req.bandwidthMiBps} MiB/s`);
+  if (req.postCopyNow) what.push('post-copy now');
+  view.maxDowntimeMs = applied.maxDowntimeMs;
+  if (applied.bandwidthMiBps !== null) view.bandwidthMiBps = applied.bandwidthMiBps;
+  if (applied.postCopyActive) view.postCopyActive = true;
+  view.events.push({ at: new Date().toISOString(), what: `operator: ${what.join(', ')}` });
+  return view;
 }
 
 // ---- step 6 -------------------------------------------------------------------------------------------
@@ -688,6 +777,8 @@ function buildReport(
     releasedAt: run.releasedAt === null ? null : new Date(run.releasedAt).toISOString(),
     reason,
     location: where?.location ?? null,
+    limitFired: run.progress.convergence?.limitFired ?? null,
+    convergenceEvents: run.progress.convergence?.events ?? [],
     sourceCleaned,
     warnings,
   };

@@ -24,6 +24,9 @@ interface MemJob {
   durationMs: number;
   targetUri: string;
   aborted: boolean;
+  autoConverge: boolean;
+  postCopyAllowed: boolean;
+  postCopyAt: number | null;
   settle: (err?: Error) => void;
 }
 export interface MemHost {
@@ -55,6 +58,14 @@ export class MemoryHypervisor implements Hypervisor {
   private faults: Fault[] = [];
   /** How long a simulated migration job runs. */
   migrationMs = 300;
+  /**
+   * A guest that dirties memory faster than the link: while set, a job completes only once the domain's
+   * max downtime reaches this many ms, after a switch to post-copy, or (with auto-converge) after
+   * `autoConvergeMs` more. Its remaining data saw-tooths around a level that makes no new lows.
+   */
+  nonConvergingBelowDowntimeMs: number | null = null;
+  autoConvergeMs = 1_000;
+  readonly maxDowntimes = new Map<string, number>();
 
   addHost(uri: string, hostname: string): MemHost {
     const h: MemHost = {
@@ -246,28 +257,68 @@ export class MemoryHypervisor implements Hypervisor {
         durationMs: this.migrationMs,
         targetUri,
         aborted: false,
+        autoConverge: opts.autoConverge === true,
+        postCopyAllowed: opts.postCopy === true,
+        postCopyAt: null,
         settle: (err) => {
-          clearTimeout(timer);
+          clearInterval(timer);
           src.jobs.delete(uuid);
           if (err) reject(err);
           else resolve();
         },
       };
-      const timer = setTimeout(() => {
+      const timer = setInterval(() => {
+        if (!this.jobMayFinish(uuid, job)) return;
         if (!tgt.up) {
           job.settle(new LibvirtError('connection', 'client socket is closed'));
           return;
         }
         src.domains.delete(uuid);
         tgt.domains.set(uuid, { ...dom, state: 'running', stateReason: 'migrated' });
-        tgt.completed.set(uuid, completedJob(job.durationMs));
+        tgt.completed.set(uuid, completedJob(Date.now() - job.startedAt, job.postCopyAt !== null ? 5 : Math.min(25, this.maxDowntime(uuid))));
         job.settle();
-      }, this.migrationMs);
+      }, 20);
       src.jobs.set(uuid, job);
       opts.signal?.addEventListener('abort', () => {
         // Like virsh with --p2p: killing the client does not stop the job.
       });
     });
+  }
+
+  private maxDowntime(uuid: string): number {
+    return this.maxDowntimes.get(uuid) ?? 300;
+  }
+
+  private jobMayFinish(uuid: string, job: MemJob): boolean {
+    const elapsed = Date.now() - job.startedAt;
+    if (job.postCopyAt !== null) return Date.now() - job.postCopyAt >= 100;
+    if (elapsed < job.durationMs) return false;
+    const needs = this.nonConvergingBelowDowntimeMs;
+    if (needs === null || this.maxDowntime(uuid) >= needs) return true;
+    return job.autoConverge && elapsed >= job.durationMs + this.autoConvergeMs;
+  }
+
+  async setMaxDowntime(uri: string, uuid: string, ms: number): Promise<void> {
+    this.enter('setMaxDowntime', uri, uuid, ms);
+    this.maxDowntimes.set(uuid, ms);
+  }
+
+  async getMaxDowntime(uri: string, uuid: string): Promise<number> {
+    this.enter('getMaxDowntime', uri, uuid);
+    return this.maxDowntime(uuid);
+  }
+
+  async setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void> {
+    const h = this.enter('setMigrationBandwidth', uri, uuid, mibps);
+    if (!h.jobs.has(uuid)) throw new LibvirtError('invalid', 'Requested operation is not valid: no job is active on the domain');
+  }
+
+  async startPostCopy(uri: string, uuid: string): Promise<void> {
+    const h = this.enter('startPostCopy', uri, uuid);
+    const job = h.jobs.get(uuid);
+    if (!job) throw new LibvirtError('invalid', 'Requested operation is not valid: no job is active on the domain');
+    if (!job.postCopyAllowed) throw new LibvirtError('invalid', 'Requested operation is not valid: switching to post-copy requires migration to be started with the VIR_MIGRATE_POSTCOPY flag');
+    job.postCopyAt ??= Date.now();
   }
 
   async jobInfo(uri: string, uuid: string): Promise<JobInfo> {
@@ -276,8 +327,15 @@ export class MemoryHypervisor implements Hypervisor {
     if (!job) return emptyJob('none');
     const elapsed = Date.now() - job.startedAt;
     const total = 192 * 2 ** 20;
+    const base = { ...emptyJob('unbounded'), timeElapsedMs: elapsed, dataTotalBytes: total, autoConvergeThrottlePercent: job.autoConverge ? 20 : null };
+    if (this.nonConvergingBelowDowntimeMs !== null && elapsed >= job.durationMs / 2) {
+      // saw-tooth: each 100 ms "iteration" ends at the same 8 MiB it started from — no new lows
+      const iteration = 2 + Math.floor(elapsed / 100);
+      const remaining = 8 * 2 ** 20 + ((elapsed % 100) < 50 ? 2 * 2 ** 20 : 0);
+      return { ...base, dataProcessedBytes: total - remaining, dataRemainingBytes: remaining, memoryIteration: iteration, dirtyRatePagesPerSec: 5_000 };
+    }
     const processed = Math.min(total, Math.round((elapsed / job.durationMs) * total));
-    return { ...emptyJob('unbounded'), timeElapsedMs: elapsed, dataTotalBytes: total, dataProcessedBytes: processed, dataRemainingBytes: total - processed, memoryIteration: 1 };
+    return { ...base, dataProcessedBytes: processed, dataRemainingBytes: total - processed, memoryIteration: 1 };
   }
 
   async completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null> {
@@ -299,7 +357,7 @@ function emptyJob(type: JobInfo['type']): JobInfo {
   return { ...emptyJobInfo(type), operation: type === 'none' ? null : 'Outgoing migration' };
 }
 
-function completedJob(ms: number): JobInfo {
+function completedJob(ms: number, downtimeMs = 25): JobInfo {
   const total = 192 * 2 ** 20;
-  return { ...emptyJob('completed'), timeElapsedMs: ms, totalTimeMs: ms, downtimeMs: 25, dataTotalBytes: total, dataProcessedBytes: total, dataRemainingBytes: 0 };
+  return { ...emptyJob('completed'), timeElapsedMs: ms, totalTimeMs: ms, downtimeMs, dataTotalBytes: total, dataProcessedBytes: total, dataRemainingBytes: 0 };
 }

@@ -121,6 +121,10 @@ describe('credentials in URIs never show', () => {
     ['jobInfo', (u) => hv.jobInfo(u, UUID)],
     ['completedJobInfo', (u) => hv.completedJobInfo(u, UUID)],
     ['abortJob', (u) => hv.abortJob(u, UUID)],
+    ['setMaxDowntime', (u) => hv.setMaxDowntime(u, UUID, 500)],
+    ['getMaxDowntime', (u) => hv.getMaxDowntime(u, UUID)],
+    ['setMigrationBandwidth', (u) => hv.setMigrationBandwidth(u, UUID, 10)],
+    ['startPostCopy', (u) => hv.startPostCopy(u, UUID)],
   ];
   const methods: (keyof Hypervisor)[] = calls.map(([m]) => m as keyof Hypervisor);
 
@@ -129,6 +133,7 @@ describe('credentials in URIs never show', () => {
       hostCapacity: true, ensureStorageRootPool: true, getDomain: true, listDomains: true, createStorageDirectory: true,
       startPool: true, recreateVolume: true, deleteVolume: true, stopPool: true, removeStorageDirectory: true,
       listPools: true, listVolumes: true, poolOfVolume: true, migrate: true, jobInfo: true, completedJobInfo: true, abortJob: true,
+      setMaxDowntime: true, getMaxDowntime: true, setMigrationBandwidth: true, startPostCopy: true,
     };
     expect([...methods].sort()).toEqual(Object.keys(port).sort());
   });

@@ -36,6 +36,7 @@ describe('validateMigrationInput', () => {
       timeoutFloorMs: 120_000,
       limits: { maxOutboundPerHost: 2, maxInboundPerHost: 1, maxInFlight: 5 },
       queueTimeoutMs: 1_800_000,
+      convergence: { autoConverge: false, postCopy: false, maxDowntimeMs: null, ramp: null, progressTimeoutMs: 150_000, onDeadline: 'abort' },
     });
   });
 
@@ -91,8 +92,27 @@ describe('validateMigrationInput', () => {
     ['zero limit', { ...ok, limits: { maxInFlight: 0 } }, /limits\.maxInFlight must be at least 1/],
     ['unknown limit', { ...ok, limits: { maxEverything: 3 } }, /unknown option limits\.maxEverything/],
     ['unparsable queue timeout', { ...ok, options: { queueTimeout: 'forever' } }, /not a duration/],
+    ['zero max downtime', { ...ok, convergence: { maxDowntimeMs: 0 } }, /convergence\.maxDowntimeMs must be at least 1/],
+    ['ramp below the initial downtime', { ...ok, convergence: { maxDowntimeMs: 500, maxDowntimeRamp: { maxMs: 400 } } }, /maxDowntimeRamp\.maxMs must be at least the initial/],
+    ['unknown deadline action', { ...ok, convergence: { onDeadline: 'pray' } }, /onDeadline must be "abort" or "post-copy"/],
+    ['unparsable progress timeout', { ...ok, convergence: { progressTimeout: 'a while' } }, /not a duration/],
   ])('rejects %s', (_what, input, message) => {
     expect(problems(input).join('; ')).toMatch(message);
+  });
+
+  it('normalises the convergence controls', () => {
+    const r = validateMigrationInput({
+      ...ok,
+      convergence: { autoConverge: true, postCopy: true, maxDowntimeMs: 200, maxDowntimeRamp: { maxMs: 2000 }, progressTimeout: '30s', onDeadline: 'post-copy' },
+    });
+    expect(r.convergence).toEqual({
+      autoConverge: true,
+      postCopy: true,
+      maxDowntimeMs: 200,
+      ramp: { initialMs: 200, maxMs: 2000, steps: 5, stallIterations: 2 },
+      progressTimeoutMs: 30_000,
+      onDeadline: 'post-copy',
+    });
   });
 
   it('lists every problem at once', () => {

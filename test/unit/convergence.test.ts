@@ -14,6 +14,7 @@ import {
   downtimeOf,
   downtimeRamp,
   downtimeSchedule,
+  downtimeToSwitchOver,
   firstStallAtMs,
   initialProgressState,
   observeProgress,
@@ -274,6 +275,15 @@ describe('max-downtime ramp', () => {
     });
   });
 
+  it('downtimeToSwitchOver: the estimate plus headroom when within the budget, else null', () => {
+    expect(downtimeToSwitchOver(601, { maxMs: 2000 })).toBe(752);
+    expect(downtimeToSwitchOver(601, { maxMs: 700 })).toBeNull();
+    expect(downtimeToSwitchOver(601, { maxMs: 700, headroomRatio: 1 })).toBe(601);
+    expect(downtimeToSwitchOver(0, { maxMs: 500 })).toBe(1);
+    expect(downtimeToSwitchOver(null, { maxMs: 500 })).toBeNull();
+    expect(() => downtimeToSwitchOver(100, { maxMs: 500, headroomRatio: 0.5 })).toThrow(/headroomRatio/);
+  });
+
   it('rejects bad options', () => {
     expect(() => downtimeRamp({ ...o, maxMs: 200 })).toThrow(/maxMs/);
     expect(() => downtimeRamp({ ...o, steps: 0 })).toThrow(/steps/);
@@ -293,6 +303,7 @@ interface RecordedSample {
   iteration: number | null;
   dirtyRate: number | null;
   throttle: number | null;
+  expectedDowntimeMs: number | null;
 }
 interface Recording {
   name: string;
@@ -399,6 +410,35 @@ describe('recorded lab series', () => {
     const stall = firstStallAtMs(s, { stallMs: 30_000 });
     expect(stall).not.toBeNull();
     expect(stall ?? 0).toBeGreaterThanOrEqual(at99 + 30_000);
+  });
+
+  it('post-copy (recorded): after the switch the remaining data only falls, pages are requested on demand', () => {
+    const r = recording('postcopy-10mibps-bw10-switched') as Recording & { events: { t: number; what: string }[] };
+    const switchedAt = (r.events.find((e) => e.what === 'migrate-postcopy')?.t ?? 0) * 1000;
+    expect(switchedAt).toBeGreaterThan(0);
+    const after = r.samples.filter((x) => x.type === 2 && x.t > switchedAt + 1000);
+    expect(after.length).toBeGreaterThan(5);
+    for (let i = 1; i < after.length; i++) expect(after[i]?.dataRemaining ?? 0).toBeLessThanOrEqual(after[i - 1]?.dataRemaining ?? 0);
+    expect(after.every((x) => (x as RecordedSample & { postcopyRequests: number }).postcopyRequests > 0)).toBe(true);
+    expect(r.outcome).toBe('completed');
+  });
+
+  it('QEMU\'s expected downtime says when a raise finishes the job (200 MiB/s under auto-converge)', () => {
+    const r = recording('autoconverge-200mibps-bw10-downtime2000-rescued') as Recording & { events: { t: number; what: string }[] };
+    expect(r.outcome).toBe('completed');
+    const raisedAt = (r.events.find((e) => e.what.startsWith('migrate-setmaxdowntime'))?.t ?? 0) * 1000;
+    const running = r.samples.filter((x) => x.type === 2 && x.expectedDowntimeMs !== null && (x.iteration ?? 0) >= 1);
+    // before the throttle bites, the estimate is ~10 s: no raise within a 2 s budget would help
+    const early = running.filter((x) => (x.throttle ?? 0) < 90 && (x.iteration ?? 0) >= 3);
+    expect(early.length).toBeGreaterThan(10);
+    expect(early.every((x) => downtimeToSwitchOver(x.expectedDowntimeMs, { maxMs: 2000 }) === null)).toBe(true);
+    // at 99 % it settles below the budget (yet above QEMU's default 300 ms): the helper proposes a value
+    const late = running.filter((x) => (x.throttle ?? 0) >= 99 && x.t < raisedAt);
+    const proposals = late.map((x) => downtimeToSwitchOver(x.expectedDowntimeMs, { maxMs: 2000 })).filter((v) => v !== null);
+    expect(proposals.length).toBeGreaterThan(0);
+    expect(Math.min(...proposals.map(Number))).toBeGreaterThan(300);
+    // and the recorded raise (to 2000) ended the migration within a few seconds
+    expect(r.wallMs - raisedAt).toBeLessThan(10_000);
   });
 
   it('the downtime ramp raises on stuck pre-copy and stays put on a quickly converging one', () => {

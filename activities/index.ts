@@ -19,7 +19,7 @@ import { FailureType } from '../common/failures';
 import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName, normalizeAbsolute } from '../common/names';
 import type { DomainInfo, Hypervisor, JobInfo } from '../hypervisor/port';
 import { LibvirtError } from '../hypervisor/errors';
-import type { Inventory, MigrationLimits, RejectedHost, SyncResult } from '../inventory/store';
+import type { Inventory, MigrationLimits, SyncResult } from '../inventory/store';
 import { syncInventory } from '../inventory/sync';
 import { PlacementError } from '../inventory/placement';
 import { guarded, nonRetryable } from './failures';
@@ -51,7 +51,7 @@ export interface ClaimTargetInput {
 }
 
 /** A claimed target, or why the migration has to wait for a slot (a limit, or every fitting host busy). */
-export type ClaimTargetResult = { target: HostRef; rejected: RejectedHost[] } | { waiting: string };
+export type ClaimTargetResult = { target: HostRef } | { waiting: string };
 
 export interface TargetStorageInput {
   target: HostRef;
@@ -309,10 +309,10 @@ export function createActivities(deps: ActivityDeps) {
           throw err;
         });
         if ('waiting' in placed) return placed;
-        const { claim, rejected } = placed;
+        const { claim } = placed;
         const host = await inventory.getHost(claim.host);
         if (host === null) throw new Error(`claimed host ${claim.host} vanished from the inventory`);
-        return { target: hostRef(host), rejected };
+        return { target: hostRef(host) };
       });
     },
 
@@ -375,8 +375,9 @@ export function createActivities(deps: ActivityDeps) {
       const prior = (ctx.info.heartbeatDetails as MigrateHeartbeat | undefined) ?? { startedByAttempt: null };
       const beat = (hb: MigrateHeartbeat) => ctx.heartbeat(hb);
       return guarded(async () => {
-        // Reconcile with what an earlier attempt may have left running.
+        // Reconcile with what an earlier attempt may have left running (a first attempt has none).
         for (;;) {
+          if (ctx.info.attempt === 1 && prior.startedByAttempt === null) break;
           ctx.heartbeat(prior);
           const where = await locate(input.source, input.target, input.vmUuid);
           if (where.location === 'target') return completedStats(input.target, input.vmUuid, input.disks);
@@ -434,7 +435,9 @@ export function createActivities(deps: ActivityDeps) {
               stalled = verdict.limit;
               await hv.abortJob(input.source.uri, input.vmUuid);
             }
-            if (Date.now() - lastSignal >= signalEveryMs) {
+            // Each signal is a history event: every 2 s at first, every 10 s once the copy runs long.
+            const every = Date.now() - startedAt < 60_000 ? signalEveryMs : Math.max(signalEveryMs, 10_000);
+            if (Date.now() - lastSignal >= every) {
               lastSignal = Date.now();
               await report({ migration: stats, convergence: monitor.view() });
             }
@@ -460,7 +463,12 @@ export function createActivities(deps: ActivityDeps) {
           const why = result.err instanceof Error ? result.err.message : String(result.err);
           throw nonRetryable(FailureType.MigrationFailed, `libvirt's migration of ${input.vmUuid} failed: ${why}`);
         }
-        return completedStats(input.target, input.vmUuid, input.disks);
+        // Step 6 asks libvirt where the VM runs: ask it now, together with the job's statistics.
+        const [stats, where] = await Promise.all([
+          completedStats(input.target, input.vmUuid, input.disks),
+          locate(input.source, input.target, input.vmUuid),
+        ]);
+        return { ...stats, location: where };
       }, { keepAlive: false });
 
       async function monitorJob(first: JobInfo, startedBy: number | null): Promise<void> {

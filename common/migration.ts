@@ -100,6 +100,8 @@ export interface CompletedMigrationStats {
   totalTimeMs: number | null;
   downtimeMs: number | null;
   bytesTransferred: number | null;
+  /** Where libvirt said the VM runs when the copy ended (null when not asked). */
+  location?: LocateResult | null;
 }
 
 export type VmLocation = 'source' | 'target' | 'nowhere';

@@ -540,7 +540,9 @@ async function finishMigration(
   warnings: string[] = [],
 ): Promise<MigrationReport> {
   setPhase(run, 'finishing');
-  const where = await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
+  // Where does libvirt say the VM runs? The migrate activity asked as the copy ended; ask again otherwise.
+  const where =
+    stats.location?.location === 'target' ? stats.location : await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
   if (where.location !== 'target') {
     throw new StepFailure(
       'failed',
@@ -551,20 +553,22 @@ async function finishMigration(
   await mustComplete.recordVmMoved({ vmUuid: vm.uuid, target: target.name, workflowId: run.progress.workflowId });
   run.releasedAt = Date.now();
 
-  let sourceCleaned = false;
-  if (!run.request?.keepSourceStorage) {
+  // The source's old storage and the target's new capacity at once; then the source's capacity and history.
+  const cleanSource = async (): Promise<boolean> => {
+    if (run.request?.keepSourceStorage) return false;
     try {
       const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, storageDir: vm.storageDir });
       warnings.push(...cleaned.warnings);
-      sourceCleaned = cleaned.warnings.length === 0;
+      return cleaned.warnings.length === 0;
     } catch (err) {
       warnings.push(`the source's old storage was not removed: ${rootMessage(err)} (remove ${vm.storageDir} on ${vm.source.name} by hand)`);
+      return false;
     }
-  }
-  await mustComplete.refreshHostCapacity({ hosts: [vm.source.name, target.name] });
+  };
+  const [sourceCleaned] = await Promise.all([cleanSource(), mustComplete.refreshHostCapacity({ hosts: [target.name] })]);
   setPhase(run, 'migrated');
   const report = buildReport(run, 'migrated', null, stats, where, sourceCleaned, warnings);
-  await mustComplete.recordHistory(historyRow(run, report));
+  await Promise.all([mustComplete.refreshHostCapacity({ hosts: [vm.source.name] }), mustComplete.recordHistory(historyRow(run, report))]);
   return report;
 }
 

@@ -69,6 +69,16 @@ export function remainingOf(s: ConvergenceSample): number | null {
   return s.totalBytes === 0 ? null : s.remainingBytes;
 }
 
+/**
+ * remainingOf() for a tracker that has seen no data of this phase yet: a 0 at the start of the disk copy
+ * (iteration 0) is libvirt's "not set up yet" even when the caller did not pass totalBytes. (A 0 after
+ * real data is the end of the disk copy: a genuine low.)
+ */
+function remainingFor(s: ConvergenceSample, lowestSoFar: number | null): number | null {
+  const r = remainingOf(s);
+  return r === 0 && lowestSoFar === null && s.iteration === 0 ? null : r;
+}
+
 /** How much lower than the lowest so far a value must be to count as a new low. */
 export interface ImprovementMargin {
   /** Default 0. */
@@ -219,8 +229,7 @@ export function observeProgress(
   if (state.lastAtMs !== null && sample.atMs <= state.lastAtMs) {
     return { state, verdict: progressVerdict(state, o, { ignored: true }) };
   }
-  const remaining = remainingOf(sample);
-  const s: ProgressState = { ...state, samples: state.samples + 1, lastAtMs: sample.atMs, lastRemaining: remaining };
+  const s: ProgressState = { ...state, samples: state.samples + 1, lastAtMs: sample.atMs };
   if (s.firstAtMs === null) s.firstAtMs = sample.atMs;
   if (s.lastNewLowAtMs === null) s.lastNewLowAtMs = sample.atMs; // the clock starts with the first sample
   const phase = phaseOf(sample);
@@ -230,6 +239,8 @@ export function observeProgress(
     if (phase === 'memory' && s.phase === 'disk') s.lowestRemaining = null;
     s.phase = phase;
   }
+  const remaining = remainingFor(sample, s.lowestRemaining);
+  s.lastRemaining = remaining;
   let newLow = false;
   if (remaining !== null && isNewLow(remaining, s.lowestRemaining, o)) {
     s.lowestRemaining = remaining;

@@ -150,6 +150,17 @@ describe('progress tracker: no new low of the remaining data for stallMs', () =>
     expect(t.observe({ atMs: 2000, remainingBytes: 32 * MiB, totalBytes: 64 * MiB, iteration: 0 }).newLow).toBe(true);
   });
 
+  it('without totalBytes, a 0 before any data of the disk copy is no low either (libvirt set-up)', () => {
+    const t = createProgressTracker({ stallMs: 5_000 });
+    expect(t.observe({ atMs: 25, remainingBytes: 0, iteration: 0 })).toMatchObject({ newLow: false, lowestRemaining: null });
+    expect(t.observe({ atMs: 1000, remainingBytes: 48 * MiB, iteration: 0 }).newLow).toBe(true);
+    expect(t.observe({ atMs: 4000, remainingBytes: 0, iteration: 0 })).toMatchObject({ newLow: true, lowestRemaining: 0 }); // the end of the copy
+    // the recorded series without data_total: a 60 s disk copy is not called stalled by a 5 s limit early on
+    const noTotals = samplesOf('precopy-20mibps-bw10-never').map(({ totalBytes: _t, ...rest }) => rest);
+    const diskPhase = noTotals.filter((x) => x.iteration === 0);
+    expect(firstStallAtMs(diskPhase, { stallMs: 4_000 })).toBeNull();
+  });
+
   it('interventions restart the clock and keep the lowest: a throttle rise, or one the caller notes', () => {
     const t = createProgressTracker({ stallMs: 10_000 });
     t.observe({ atMs: 0, remainingBytes: 10 * MiB, throttlePct: null });

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Worker } from '@temporalio/worker';
+import { temporal } from '@temporalio/proto';
 import type { WorkflowFailedError } from '@temporalio/client';
 import { MigrationAlreadyRunningError, MigrationRejectedError, type FerryClient } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
@@ -18,7 +19,9 @@ import { DISK, memUri, startWorkflowWorld, type TestVm, type WorkflowWorld } fro
 
 const H1 = memUri('h1');
 const H2 = memUri('h2');
+/** Histories recorded by an earlier version (protobuf): today's workflow code must replay them unchanged. */
 const HISTORY_DIR = path.join(__dirname, 'histories');
+const History = temporal.api.history.v1.History;
 
 let world: WorkflowWorld;
 let env: WorkflowWorld['env'];
@@ -61,7 +64,7 @@ afterAll(async () => {
     if (process.env.FERRY_RECORD_HISTORIES === '1') {
       fs.mkdirSync(HISTORY_DIR, { recursive: true });
       for (const h of histories) {
-        fs.writeFileSync(path.join(HISTORY_DIR, `${h.workflowId}.json`), JSON.stringify(h.history));
+        fs.writeFileSync(path.join(HISTORY_DIR, `${h.workflowId}.pb`), History.encode(h.history).finish());
       }
     }
   }
@@ -287,9 +290,12 @@ describe('liveMigration workflow (real Temporal, hypervisor double)', () => {
   });
 
   it('replays recorded histories deterministically', async () => {
-    const recorded = fs.existsSync(HISTORY_DIR) ? fs.readdirSync(HISTORY_DIR).filter((f) => f.endsWith('.json')) : [];
+    const recorded = fs.existsSync(HISTORY_DIR) ? fs.readdirSync(HISTORY_DIR).filter((f) => f.endsWith('.pb')) : [];
     const histories = [
-      ...recorded.map((f) => ({ workflowId: f.replace(/\.json$/, ''), history: JSON.parse(fs.readFileSync(path.join(HISTORY_DIR, f), 'utf8')) })),
+      ...recorded.map((f) => ({
+        workflowId: f.replace(/\.pb$/, ''),
+        history: History.decode(fs.readFileSync(path.join(HISTORY_DIR, f))),
+      })),
       ...(await Promise.all(
         finishedWorkflowIds.map(async (id) => ({ workflowId: id, history: await env.client.workflow.getHandle(id).fetchHistory() })),
       )),

@@ -22,6 +22,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { FerryClient, migrationWorkflowId, type MigrationOutcome } from '../client';
 import { startEvacuation, type EvacuationResult } from '../client/fleet';
+import { peakInFlight } from '../common/evacuation';
 import { VirshHypervisor, type VirshCallInfo } from '../hypervisor/virsh';
 import { openInventory, syncInventory, type Inventory } from '../inventory';
 import { labDown, labUp, LAB_DISK_NAME, LAB_STORAGE_ROOT, type LabHost, type LabStatus, type LabVm } from '../lab';
@@ -329,16 +330,6 @@ function rotations(rounds: number): ('A' | 'B' | 'C')[] {
 
 // ---- evacuation -----------------------------------------------------------------------------------------
 
-function maxConcurrent(r: EvacuationResult): number {
-  const edges = r.vms.flatMap((v) =>
-    v.claimedAt && v.releasedAt ? ([[Date.parse(v.claimedAt), 1], [Date.parse(v.releasedAt), -1]] as [number, number][]) : [],
-  );
-  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  let now = 0;
-  let max = 0;
-  for (const [, d] of edges) max = Math.max(max, (now += d));
-  return max;
-}
 
 async function evacuation(w: World, vms: LabVm[], runs: number): Promise<EvacuationBench> {
   const before = load1();
@@ -384,10 +375,10 @@ async function evacuation(w: World, vms: LabVm[], runs: number): Promise<Evacuat
     const result = await handle.result();
     const wallMs = Date.now() - t0;
     const childMs = result.vms.flatMap((v) => (v.status === 'migrated' && v.durationMs !== null ? [v.durationMs] : []));
-    out.push({ result, wallMs, childMs, maxConcurrent: maxConcurrent(result) });
+    out.push({ result, wallMs, childMs, maxConcurrent: peakInFlight(result.vms) });
     log(
       `  makespan ${result.durationMs} ms (client ${wallMs} ms), ${childMs.length}/${vms.length} migrated, ` +
-        `single ${median(childMs).toFixed(0)} ms median, at most ${maxConcurrent(result)} at once`,
+        `single ${median(childMs).toFixed(0)} ms median, at most ${peakInFlight(result.vms)} at once`,
     );
     // Put everything back on h1 (untimed), with Ferry, one at a time.
     await w.inv.setHostState(h1.name, 'normal');

@@ -12,6 +12,7 @@ import {
 } from '../client/fleet';
 import type { EvacuateHostInput, EvacuationProgress, EvacuationResult, VmEvacuation } from '../common/evacuation';
 import { formatDuration } from '../common/durations';
+import { peakInFlight } from '../common/evacuation';
 import { InputError } from '../common/validation';
 import type { CliContext } from './context';
 import { CliExit, EXIT, printJson, printTable } from './output';
@@ -202,6 +203,7 @@ function printEvacuation(r: EvacuationResult): void {
     { header: 'REASON', value: (v) => v.reason ?? '' },
   ]);
   process.stdout.write(
-    `${r.host}: ${r.allLeft ? 'every VM left' : `still holds ${r.remainingOnHost.join(', ')}`}; host is ${r.hostState}; took ${formatDuration(r.durationMs)}\n`,
+    `${r.host}: ${r.allLeft ? 'every VM left' : `still holds ${r.remainingOnHost.join(', ')}`}; host is ${r.hostState}; took ${formatDuration(r.durationMs)}, ` +
+      `at most ${peakInFlight(r.vms)} migrations at once\n`,
   );
 }

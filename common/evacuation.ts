@@ -70,6 +70,22 @@ export interface EvacuationResult {
   durationMs: number;
 }
 
+/**
+ * The most migrations of an evacuation that held a target claim at the same moment, from their recorded
+ * in-flight intervals (claimedAt → releasedAt). Evacuation reports, tests and benchmarks check limits with it.
+ */
+export function peakInFlight(vms: readonly Pick<VmEvacuation, 'claimedAt' | 'releasedAt'>[]): number {
+  const edges: [number, number][] = [];
+  for (const v of vms) {
+    if (v.claimedAt && v.releasedAt) edges.push([Date.parse(v.claimedAt), 1], [Date.parse(v.releasedAt), -1]);
+  }
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]); // a release before a claim at the same instant
+  let now = 0;
+  let peak = 0;
+  for (const [, d] of edges) peak = Math.max(peak, (now += d));
+  return peak;
+}
+
 export interface EvacuationRequest {
   host: string;
   maxParallel: number;

@@ -5,21 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEvacuationSchedule, startEvacuation, type EvacuationResult } from '../../client/fleet';
+import { peakInFlight } from '../../common/evacuation';
 import { LAB_STORAGE_ROOT } from '../../lab';
 import { canRunLab, poolsOn, startLabHarness, whereRuns, type LabHarness } from '../support/lab-harness';
 import { eventually } from '../support/temporal';
 
-/** The most migrations that held a target claim at the same moment. */
-function maxConcurrent(r: EvacuationResult): number {
-  const edges = r.vms.flatMap((v) =>
-    v.claimedAt && v.releasedAt ? ([[Date.parse(v.claimedAt), 1], [Date.parse(v.releasedAt), -1]] as [number, number][]) : [],
-  );
-  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  let now = 0;
-  let max = 0;
-  for (const [, d] of edges) max = Math.max(max, (now += d));
-  return max;
-}
 
 describe.skipIf(!canRunLab)('evacuation on the real lab', () => {
   let h: LabHarness;
@@ -61,7 +51,7 @@ describe.skipIf(!canRunLab)('evacuation on the real lab', () => {
     expect(await whereRuns(h, stuck.uuid)).toEqual([name(0)]);
     expect((await h.inventory.getHost(name(0)))?.state).toBe('maintenance');
     // limits: 2 outbound per source (and 1 inbound per target: at most 2 here with 2 targets)
-    const peak = maxConcurrent(result);
+    const peak = peakInFlight(result.vms);
     expect(peak).toBeLessThanOrEqual(2);
     expect(peak).toBe(2);
     // the foreign pools are untouched and nothing of the stuck VM was left behind

@@ -53,6 +53,7 @@ export class ConvergenceMonitor {
     return {
       atMs: job.timeElapsedMs ?? fallbackAtMs,
       remainingBytes: job.dataRemainingBytes,
+      totalBytes: job.dataTotalBytes,
       iteration: job.memoryIteration,
       throttlePct: job.autoConvergeThrottlePercent,
     };
@@ -81,7 +82,7 @@ export class ConvergenceMonitor {
       `dirty rate ${job.dirtyRatePagesPerSec ?? '?'} pages/s` +
       (job.autoConvergeThrottlePercent !== null ? `, throttle ${job.autoConvergeThrottlePercent} %` : '');
     if (await this.alreadyInPostCopy()) return { kind: 'continue' };
-    if (this.policy.onDeadline === 'post-copy' && this.policy.postCopy) {
+    if (this.policy.onDeadline === 'post-copy' && this.policy.postCopy && (job.memoryIteration ?? 0) >= 1) {
       await this.hv.startPostCopy(this.sourceUri, this.uuid);
       this.postCopyActive = true;
       this.limitFired = { limit: 'progress', action: 'post-copy', at: new Date().toISOString(), stats, detail };

@@ -119,6 +119,16 @@ export function migrationStats(job: JobInfo, now = new Date()): MigrationStats {
   };
 }
 
+/** libvirt's marker of a migration in post-copy: the source domain's state reason. */
+function isPostCopy(d: DomainInfo | null): boolean {
+  return d?.stateReason !== null && d?.stateReason !== undefined && /post-?copy/.test(d.stateReason);
+}
+
+/** A post-copy that failed: the source is `paused (post-copy failed)` and can neither resume nor be aborted. */
+function isPostCopyFailed(d: DomainInfo | null): boolean {
+  return isPostCopy(d) && /fail/.test(d?.stateReason ?? '');
+}
+
 function isRunningOrPaused(d: DomainInfo | null): boolean {
   return d !== null && (d.state === 'running' || d.state === 'paused');
 }
@@ -165,6 +175,10 @@ export function createActivities(deps: ActivityDeps) {
   /** Where libvirt says the VM runs. Asks the source first: a VM running there with no job is there. */
   async function locate(source: HostRef, target: HostRef, uuid: string): Promise<LocateResult> {
     const src = await hv.getDomain(source.uri, uuid);
+    if (src !== null && isPostCopyFailed(src)) {
+      const tgt = await hv.getDomain(target.uri, uuid).catch(() => null);
+      return { location: 'split', sourceState: `${src.state} (${src.stateReason})`, targetState: tgt ? `${tgt.state} (${tgt.stateReason ?? ''})` : null };
+    }
     if (src !== null && src.state === 'running') {
       const job = await hv.jobInfo(source.uri, uuid);
       if (!ACTIVE_JOB_TYPES.has(job.type)) {
@@ -493,9 +507,11 @@ export function createActivities(deps: ActivityDeps) {
             throw err;
           });
           if (job === null || !ACTIVE_JOB_TYPES.has(job.type)) break;
-          // A migration in post-copy cannot be undone (each host holds part of the guest's memory): let it finish.
+          // A migration in post-copy cannot be undone (each host holds part of the guest's memory): let it
+          // finish; if it has failed, stop here — locate() reports the split and nothing gets deleted.
           const dom = await hv.getDomain(input.source.uri, input.vmUuid);
-          if (!(dom?.stateReason && /post-?copy/.test(dom.stateReason))) await hv.abortJob(input.source.uri, input.vmUuid);
+          if (isPostCopyFailed(dom)) break;
+          if (!isPostCopy(dom)) await hv.abortJob(input.source.uri, input.vmUuid);
           await sleep(500);
         }
         return locate(input.source, input.target, input.vmUuid);
@@ -531,8 +547,15 @@ export function createActivities(deps: ActivityDeps) {
       return guarded(async () => {
         const job = await hv.jobInfo(input.source.uri, input.vmUuid);
         if (!ACTIVE_JOB_TYPES.has(job.type)) return false;
+        // libvirt refuses post-copy during the disk copy (memory iteration 0): wait for the memory copy.
+        let current = job;
+        while (ACTIVE_JOB_TYPES.has(current.type) && (current.memoryIteration ?? 0) < 1) {
+          await sleep(500);
+          current = await hv.jobInfo(input.source.uri, input.vmUuid);
+        }
+        if (!ACTIVE_JOB_TYPES.has(current.type)) return false;
         const dom = await hv.getDomain(input.source.uri, input.vmUuid);
-        if (!(dom?.stateReason && /post-?copy/.test(dom.stateReason))) await hv.startPostCopy(input.source.uri, input.vmUuid);
+        if (!isPostCopy(dom)) await hv.startPostCopy(input.source.uri, input.vmUuid);
         return true;
       });
     },

@@ -104,7 +104,11 @@ export interface CompletedMigrationStats {
   location?: LocateResult | null;
 }
 
-export type VmLocation = 'source' | 'target' | 'nowhere';
+/**
+ * `split`: a post-copy migration failed — the guest's memory is divided between the two hosts and the
+ * target's disk holds writes made after the switch. Nothing may be deleted; an operator must recover it.
+ */
+export type VmLocation = 'source' | 'target' | 'nowhere' | 'split';
 
 export interface LocateResult {
   location: VmLocation;

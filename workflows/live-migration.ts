@@ -612,6 +612,8 @@ async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
     }
   }
 
+  if (where.location === 'split') return await keepSplitVm(run, vm, target, failure, where);
+
   // 1. The VM's state first, so it is never left "migrating".
   run.progress.waitingFor = 'restoring the VM state in the inventory';
   await mustComplete.setVmPlacement({
@@ -645,6 +647,25 @@ async function compensate(run: Run, err: unknown): Promise<MigrationReport> {
   const report = buildReport(run, failure.outcome, failure.message, null, where, false, warnings);
   await mustComplete.recordHistory(historyRow(run, report));
   throw finalFailure(run, failure, report, where);
+}
+
+/**
+ * A post-copy that failed leaves the guest split between the hosts, and the target's disk holds the writes
+ * made after the switch: nothing is deleted anywhere. The VM is marked `unknown`, the claim released, and the
+ * failure says how to recover.
+ */
+async function keepSplitVm(run: Run, vm: VmFacts, target: HostRef, failure: FailureSummary, where: LocateResult): Promise<never> {
+  await mustComplete.setVmPlacement({ vmUuid: vm.uuid, host: vm.source.name, state: 'unknown' });
+  await mustComplete.releaseClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId });
+  const reason =
+    `${failure.message}. The migration failed in post-copy: ${vm.name}'s memory was split between ${vm.source.name} ` +
+    `(${where.sourceState ?? '?'}) and ${target.name} (${where.targetState ?? '?'}); both disks were kept (the one on ` +
+    `${target.name} has the writes made after the switch). Recover by hand: start the VM on ${target.name} from its disk ` +
+    `(\`virsh -c ${target.uri} start ${vm.uuid}\`), destroy the paused one on ${vm.source.name}, then run \`ferry inventory sync\``;
+  setPhase(run, 'failed');
+  const report = buildReport(run, 'failed', reason, null, where, false, ['post-copy failed: nothing was deleted']);
+  await mustComplete.recordHistory(historyRow(run, report));
+  throw ApplicationFailure.create({ type: FailureType.MigrationFailed, message: reason, nonRetryable: true, details: [report] });
 }
 
 const NO_STATS: CompletedMigrationStats = { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };

@@ -65,6 +65,8 @@ export class MemoryHypervisor implements Hypervisor {
    */
   nonConvergingBelowDowntimeMs: number | null = null;
   autoConvergeMs = 1_000;
+  /** The target dies during post-copy: the source stays `paused (post-copy failed)` with its job listed. */
+  failPostCopy = false;
   readonly maxDowntimes = new Map<string, number>();
 
   addHost(uri: string, hostname: string): MemHost {
@@ -268,6 +270,13 @@ export class MemoryHypervisor implements Hypervisor {
         },
       };
       const timer = setInterval(() => {
+        if (this.failPostCopy && job.postCopyAt !== null) {
+          clearInterval(timer);
+          src.domains.set(uuid, { ...dom, state: 'paused', stateReason: 'post-copy failed' });
+          tgt.domains.set(uuid, { ...dom, state: 'shutoff', stateReason: 'crashed', persistent: true });
+          reject(new LibvirtError('failed', 'operation failed: domain is not running')); // the job stays listed
+          return;
+        }
         if (!this.jobMayFinish(uuid, job)) return;
         if (!tgt.up) {
           job.settle(new LibvirtError('connection', 'client socket is closed'));

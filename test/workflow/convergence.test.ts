@@ -24,6 +24,7 @@ beforeEach(() => {
   w.hv.migrationMs = 400;
   w.hv.nonConvergingBelowDowntimeMs = 1_000;
   w.hv.autoConvergeMs = 1_000;
+  w.hv.failPostCopy = false;
 });
 
 function input(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
@@ -112,5 +113,19 @@ describe('convergence control', () => {
     const view = await handle.tune({ postCopyNow: true });
     expect(view.postCopyActive).toBe(true);
     expect((await handle.outcome()).status).toBe('migrated');
+  });
+
+  it('a post-copy that fails keeps both disks, marks the VM unknown and says how to recover', async () => {
+    const vm = await w.newVm();
+    w.hv.failPostCopy = true;
+    const outcome = await w.ferry.migrate(input(vm, { convergence: { progressTimeout: '2s', postCopy: true, onDeadline: 'post-copy' } }));
+    expect(outcome.status).toBe('failed');
+    expect(outcome.location).toBe('split');
+    expect(outcome.reason).toMatch(/failed in post-copy: .* both disks were kept .* Recover by hand: start the VM on h2/);
+    expect(w.hv.host(H2).pools.get(vm.pool)?.volumes.has('disk0.qcow2')).toBe(true); // the up-to-date disk
+    expect(w.hv.host(H1).pools.has(vm.pool)).toBe(true);
+    expect(await w.inventory.getVm(vm.uuid)).toMatchObject({ state: 'unknown' });
+    expect(await w.inventory.getClaim(vm.uuid)).toBeNull();
+    expect(w.hv.callsOf('deleteVolume').filter((c) => c.args[0] === vm.pool)).toHaveLength(0);
   });
 });

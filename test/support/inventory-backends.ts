@@ -5,7 +5,7 @@
  *   postgres  a fresh schema in the database FERRY_TEST_PG_URL names (the URL's role must be allowed to
  *             create schemas there), selected with `?options=-c search_path=<schema>` and dropped after.
  *
- * Without FERRY_TEST_PG_URL the postgres variant FAILS, saying how to get a server (.ci/run starts one);
+ * Without FERRY_TEST_PG_URL the postgres variant FAILS, saying how to get a server (scripts/test starts one);
  * only an explicit FERRY_SKIP_PG=1 skips it (shown as skipped, never silently). Locations of the postgres
  * backend contain the password: tests never print them (use describeInventoryLocation).
  */

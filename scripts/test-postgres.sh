@@ -1,4 +1,4 @@
-# Sourced by .ci/run: a PostgreSQL server for the inventory tests, exported as FERRY_TEST_PG_URL.
+# Sourced by scripts/test: a PostgreSQL server for the inventory tests, exported as FERRY_TEST_PG_URL.
 # Idempotent: starts the local cluster (Debian's postgresql, installed by scripts/install-deps) when it is
 # down, creates it when missing, (re)creates the login role `ferry` and the database `ferry_test` it owns.
 # The password is generated once into .tools/postgres-test-password (mode 600) and never printed; it reaches

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHostDaemon, stopHostDaemon, type LabVm } from '../../lab';
-import { canRunLab, checkConsistent, migrationInput, sleep, startFaultLab, type FaultLab } from '../support/fault-harness';
+import { canRunLab, checkConsistent, expectConsistent as expectConsistentIn, migrationInput, sleep, startFaultLab, type FaultLab } from '../support/fault-harness';
 import { eventually } from '../support/temporal';
 
 describe.skipIf(!canRunLab)('infrastructure faults during a migration (real lab)', () => {
@@ -21,12 +21,7 @@ describe.skipIf(!canRunLab)('infrastructure faults during a migration (real lab)
     await f?.stop();
   }, 120_000);
 
-  async function expectConsistent(vm: LabVm, label: string): Promise<string> {
-    const c = await checkConsistent(f, vm.uuid);
-    console.log(`FAULT-RESULT ${JSON.stringify({ file: 'infrastructure', label, vm: vm.name, runsOn: c.runsOn, problems: c.problems })}`);
-    expect(c.problems).toEqual([]);
-    return c.runsOn[0]!;
-  }
+  const expectConsistent = (vm: LabVm, label: string) => expectConsistentIn(f, 'infrastructure', vm, label);
 
   it('Temporal dev server stopped mid-migration and restarted on the same database: the migration finishes, consistent', async () => {
     const vm = vms[0]!;

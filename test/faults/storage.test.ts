@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../hypervisor/exec';
 import { hostPath, LAB_STORAGE_ROOT, type LabVm } from '../../lab';
-import { canRunLab, checkConsistent, migrationInput, startFaultLab, type FaultLab } from '../support/fault-harness';
+import { canRunLab, expectConsistent as expectConsistentIn, migrationInput, startFaultLab, type FaultLab } from '../support/fault-harness';
 
 const MiB = 1024 * 1024;
 
@@ -26,12 +26,7 @@ describe.skipIf(!canRunLab)('storage faults on the target (real lab)', () => {
     await f?.stop();
   }, 120_000);
 
-  async function expectConsistent(vm: LabVm, label: string): Promise<string> {
-    const c = await checkConsistent(f, vm.uuid);
-    console.log(`FAULT-RESULT ${JSON.stringify({ file: 'storage', label, vm: vm.name, runsOn: c.runsOn, problems: c.problems })}`);
-    expect(c.problems).toEqual([]);
-    return c.runsOn[0]!;
-  }
+  const expectConsistent = (vm: LabVm, label: string) => expectConsistentIn(f, 'storage', vm, label);
 
   async function ends(vm: LabVm): Promise<{ source: string; target: string }> {
     const source = (await f.inventory.getVm(vm.uuid))!.host;

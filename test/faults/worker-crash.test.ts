@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHostDaemon, stopHostDaemon, type LabVm } from '../../lab';
 import {
   canRunLab,
+  expectConsistent as expectConsistentIn,
   checkConsistent,
   migrationInput,
   sleep,
@@ -46,12 +47,7 @@ describe.skipIf(!canRunLab)('worker SIGKILL at every step boundary (real lab)', 
     return { source, target };
   }
 
-  async function expectConsistent(vm: LabVm, label: string): Promise<string> {
-    const c = await checkConsistent(f, vm.uuid);
-    console.log(`FAULT-RESULT ${JSON.stringify({ file: 'worker-crash', label, vm: vm.name, runsOn: c.runsOn, problems: c.problems })}`);
-    expect(c.problems).toEqual([]);
-    return c.runsOn[0]!;
-  }
+  const expectConsistent = (vm: LabVm, label: string) => expectConsistentIn(f, 'worker-crash', vm, label);
 
   it('killed while a create task is in flight (right after the claim): the lost attempt times out, is retried, migrated', async () => {
     const vm = vms[0]!;

@@ -9,6 +9,7 @@
  * closed, and no `ferry-<uuid>` pool or `<storageRoot>/<uuid>` directory exists on any other host.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { expect } from 'vitest';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -320,6 +321,17 @@ export interface Consistency {
  * no other host holds a `ferry-<uuid>` pool or a `<storageRoot>/<uuid>` directory. Returns every problem
  * found (empty = consistent).
  */
+/**
+ * Asserts the consistency invariants for a VM after a fault (exactly one host runs it, the inventory agrees,
+ * no claim, no leftover storage), prints a FAULT-RESULT line for the report, and returns where it runs.
+ */
+export async function expectConsistent(f: FaultLab, file: string, vm: LabVm, label: string): Promise<string> {
+  const c = await checkConsistent(f, vm.uuid);
+  console.log(`FAULT-RESULT ${JSON.stringify({ file, label, vm: vm.name, runsOn: c.runsOn, problems: c.problems })}`);
+  expect(c.problems).toEqual([]);
+  return c.runsOn[0]!;
+}
+
 export async function checkConsistent(f: FaultLab, uuid: string): Promise<Consistency> {
   const problems: string[] = [];
   const runsOn: string[] = [];

@@ -460,6 +460,8 @@ export function createActivities(deps: ActivityDeps) {
           ctx.cancellationSignal.removeEventListener('abort', onCancel);
         }
         const result = outcome as { ok: true } | { ok: false; err: unknown };
+        // Cancelled while a poll was in flight: the killed client's error is ours, not libvirt's.
+        if (!result.ok && ctx.cancellationSignal.aborted) throw new CancelledFailure('migration activity cancelled');
         if (stalled !== null && !result.ok) {
           const where = await locate(input.source, input.target, input.vmUuid);
           if (where.location === 'target') return completedStats(input.target, input.vmUuid, input.disks);

@@ -27,6 +27,9 @@ interface Queue {
 
 const fileQueues = new Map<string, Queue>();
 
+const IDLE_CHECKPOINT_MS = 200;
+const MAX_WRITES_BETWEEN_CHECKPOINTS = 2_000;
+
 export class SqliteDb implements Db {
   readonly dialect: Dialect = 'sqlite';
   private readonly db: Database.Database;
@@ -34,6 +37,9 @@ export class SqliteDb implements Db {
   private readonly queue: Queue;
   /** Runs statements directly: used inside the queue. */
   private readonly direct: Queryable;
+  private readonly wal: boolean;
+  private writesSinceCheckpoint = 0;
+  private checkpointTimer: NodeJS.Timeout | null = null;
 
   /** `file` is a path or `:memory:`. */
   constructor(file: string, opts: SqliteDbOptions = {}) {
@@ -46,7 +52,13 @@ export class SqliteDb implements Db {
       fileQueues.set(key, this.queue);
     }
     this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 10_000))}`);
-    if (file !== ':memory:') this.db.pragma('journal_mode = WAL');
+    this.wal = file !== ':memory:';
+    if (this.wal) {
+      this.db.pragma('journal_mode = WAL');
+      // SQLite would checkpoint inside whichever commit pushes the WAL past 1,000 pages — a claim, say.
+      // Checkpoint when the inventory is idle instead (see noteWrite), off the request path.
+      this.db.pragma('wal_autocheckpoint = 0');
+    }
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
     this.direct = {
@@ -65,7 +77,11 @@ export class SqliteDb implements Db {
   }
 
   run(sql: string, params?: SqlParams): Promise<{ changes: number }> {
-    return this.enqueue(() => this.direct.run(sql, params));
+    return this.enqueue(async () => {
+      const r = await this.direct.run(sql, params);
+      this.noteWrite();
+      return r;
+    });
   }
 
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -74,6 +90,7 @@ export class SqliteDb implements Db {
       try {
         const result = await fn(this.direct);
         this.db.exec('COMMIT');
+        this.noteWrite();
         return result;
       } catch (err) {
         if (this.db.inTransaction) this.db.exec('ROLLBACK');
@@ -83,8 +100,34 @@ export class SqliteDb implements Db {
   }
 
   async close(): Promise<void> {
+    if (this.checkpointTimer !== null) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = null;
     await this.enqueue(async () => undefined);
-    if (this.db.open) this.db.close();
+    if (this.db.open) this.db.close(); // the last connection to close checkpoints the WAL
+  }
+
+  /**
+   * After a write: checkpoint once the inventory has been quiet for IDLE_CHECKPOINT_MS, or right away after
+   * MAX_WRITES_BETWEEN_CHECKPOINTS writes in a row (a write storm must not grow the WAL without bound).
+   */
+  private noteWrite(): void {
+    if (!this.wal) return;
+    this.writesSinceCheckpoint += 1;
+    if (this.writesSinceCheckpoint >= MAX_WRITES_BETWEEN_CHECKPOINTS) {
+      this.checkpoint();
+      return;
+    }
+    if (this.checkpointTimer !== null) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = null;
+      void this.enqueue(async () => this.checkpoint());
+    }, IDLE_CHECKPOINT_MS);
+    this.checkpointTimer.unref();
+  }
+
+  private checkpoint(): void {
+    if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
+    this.writesSinceCheckpoint = 0;
   }
 
   private enqueue<T>(fn: () => Promise<T>): Promise<T> {

@@ -204,6 +204,6 @@ function printEvacuation(r: EvacuationResult): void {
   ]);
   process.stdout.write(
     `${r.host}: ${r.allLeft ? 'every VM left' : `still holds ${r.remainingOnHost.join(', ')}`}; host is ${r.hostState}; took ${formatDuration(r.durationMs)}, ` +
-      `at most ${peakInFlight(r.vms)} migrations at once\n`,
+      `at most ${peakInFlight(r.vms)} migration${peakInFlight(r.vms) === 1 ? '' : 's'} at once\n`,
   );
 }

@@ -22,6 +22,7 @@ import { run } from '../hypervisor/exec';
 import { openInventory } from '../inventory/index';
 import type { Inventory, PlacementRequest } from '../inventory/store';
 import { REPO, load1, log, summarize, table, type Summary } from './common';
+import { prng } from '../test/support/prng';
 
 /** The last commit with the original placement code (62599fe made claims sublinear in the fleet's size). */
 export const PLACEMENT_BASELINE_REV = '62599fe~1';
@@ -60,17 +61,6 @@ const VM_SIZES = [
   { memoryMiB: 8192, vcpus: 4 },
 ];
 
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const hostName = (i: number) => `host${String(i).padStart(5, '0')}`;
 

@@ -11,20 +11,10 @@ import { MIGRATIONS } from '../../inventory/schema';
 import { PlacementError } from '../../inventory/placement';
 import type { Inventory, MigrationLimits, PlacementRequest, VmUpsert } from '../../inventory/store';
 import { BACKENDS, freshDatabase, skipBackend, type TestDatabase } from '../support/inventory-backends';
+import { prng } from '../support/prng';
 
 const GiB = 1024 ** 3;
 
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function vm(uuid: string, host: string, memoryMiB: number, vcpus: number, state: VmUpsert['state'] = 'running'): VmUpsert {
   return {

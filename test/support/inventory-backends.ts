@@ -29,7 +29,7 @@ export function pgTestUrl(): string {
   const url = process.env.FERRY_TEST_PG_URL;
   if (!url) {
     throw new Error(
-      'FERRY_TEST_PG_URL is not set: the PostgreSQL variant of the inventory tests needs a server — run .ci/run ' +
+      'FERRY_TEST_PG_URL is not set: the PostgreSQL variant of the inventory tests needs a server — run scripts/test ' +
         '(it starts one), or export FERRY_TEST_PG_URL=postgres://USER:PASSWORD@127.0.0.1:5432/DATABASE (a role ' +
         'that may create schemas there); to skip these tests on a machine without PostgreSQL set FERRY_SKIP_PG=1',
     );

@@ -688,9 +688,9 @@ export function createActivities(deps: ActivityDeps) {
     // ---- evacuation ----
 
     /**
-     * Puts the host in maintenance (so it is never chosen as a target) and lists its VMs. Idempotent: a retry
-     * finds it in maintenance already and reports the state it had before the first call as `previousState`
-     * only if that call's answer was lost — the workflow keeps the first answer it gets.
+     * Puts the host in maintenance (so it is never chosen as a target) and lists its VMs. Idempotent;
+     * `previousState` is the state the host had before this call (a retry whose first answer was lost sees
+     * `maintenance`, so a cancel that restores the host state then leaves it in maintenance).
      */
     async beginEvacuation(input: { host: string }): Promise<{
       host: HostRef & { state: HostState };

@@ -6,7 +6,6 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import { ferryHome, taskQueue } from '../client/config';
 import { ensureSearchAttributes } from '../worker';
 
@@ -210,4 +209,3 @@ export async function devDown(log: (line: string) => void, home = ferryHome()): 
   for (const f of [p.workerPid, p.serverPid]) fs.rmSync(f, { force: true });
 }
 
-export const SEARCH_ATTRIBUTE_NAMES = Object.keys(FERRY_SEARCH_ATTRIBUTES);

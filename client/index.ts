@@ -208,6 +208,3 @@ export class FerryClient {
 }
 
 export { WorkflowNotFoundError };
-export function isInputError(err: unknown): err is InputError {
-  return err instanceof InputError;
-}

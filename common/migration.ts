@@ -186,4 +186,3 @@ export interface ProgressSignal {
   waitingFor?: string | null;
 }
 
-export type Disk = DiskRecord;

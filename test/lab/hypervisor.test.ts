@@ -22,19 +22,12 @@ import {
   stopHostDaemon,
 } from '../../lab';
 import { labNaming } from '../support/lab-naming';
+import { libvirtRejection } from '../support/libvirt-rejection';
 
 const canRun = process.getuid?.() === 0 && existsSync('/usr/sbin/libvirtd') && existsSync('/usr/bin/virsh');
 const MiB = 1024 * 1024;
 
-async function rejection(p: Promise<unknown>): Promise<LibvirtError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof LibvirtError) return e;
-    throw e;
-  }
-  throw new Error('expected a LibvirtError, got success');
-}
+const rejection = libvirtRejection;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

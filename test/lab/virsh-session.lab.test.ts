@@ -11,18 +11,11 @@ import { LibvirtError } from '../../hypervisor/errors';
 import { VirshHypervisor } from '../../hypervisor/virsh';
 import { LAB_ROOT_POOL, LAB_STORAGE_ROOT, labDown, labUp, startHostDaemon, stopHostDaemon, type LabStatus } from '../../lab';
 import { labNaming } from '../support/lab-naming';
+import { libvirtRejection } from '../support/libvirt-rejection';
 
 const canRun = process.getuid?.() === 0 && existsSync('/usr/sbin/libvirtd') && existsSync('/usr/bin/virsh');
 
-async function rejection(p: Promise<unknown>): Promise<LibvirtError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof LibvirtError) return e;
-    throw e;
-  }
-  throw new Error('expected a LibvirtError, got success');
-}
+const rejection = libvirtRejection;
 
 describe.skipIf(!canRun)('virsh sessions on the lab', () => {
   let home = '';

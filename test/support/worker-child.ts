@@ -16,7 +16,7 @@ import { Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
-import { inventoryLocation, taskQueue, temporalTarget } from '../../client/config';
+import { clientConnectionOptions, inventoryLocation, taskQueue, temporalTarget } from '../../client/config';
 import { VirshHypervisor } from '../../hypervisor/virsh';
 import { openInventory } from '../../inventory';
 import { createFerryWorker } from '../../worker';
@@ -77,9 +77,8 @@ function gateInterceptor(gated: ReadonlySet<string>): ActivityInboundCallsInterc
 
 async function main(): Promise<void> {
   const target = temporalTarget();
-  const c = target.connectionOptions;
-  const connection = await NativeConnection.connect(c);
-  const clientConnection = await Connection.connect({ ...(c.address !== undefined ? { address: c.address } : {}) });
+  const connection = await NativeConnection.connect(target.connectionOptions);
+  const clientConnection = await Connection.connect(clientConnectionOptions(target));
   const inventory = await openInventory(inventoryLocation());
   const bundle = process.env['FERRY_TEST_WORKFLOW_BUNDLE'];
   const gated = gates();

@@ -10,6 +10,7 @@ import type { ConvergencePolicy } from '../common/validation';
 import type { LimitFired, MigrationStats, ProgressSignal } from '../common/migration';
 import {
   createProgressTracker,
+  deadlineAction,
   downtimeRamp,
   type ConvergenceSample,
   type DowntimeRamp,
@@ -82,7 +83,7 @@ export class ConvergenceMonitor {
       `dirty rate ${job.dirtyRatePagesPerSec ?? '?'} pages/s` +
       (job.autoConvergeThrottlePercent !== null ? `, throttle ${job.autoConvergeThrottlePercent} %` : '');
     if (await this.alreadyInPostCopy()) return { kind: 'continue' };
-    if (this.policy.onDeadline === 'post-copy' && this.policy.postCopy && (job.memoryIteration ?? 0) >= 1) {
+    if (deadlineAction(this.policy) === 'post-copy' && (job.memoryIteration ?? 0) >= 1) {
       await this.hv.startPostCopy(this.sourceUri, this.uuid);
       this.postCopyActive = true;
       this.limitFired = { limit: 'progress', action: 'post-copy', at: new Date().toISOString(), stats, detail };

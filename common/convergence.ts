@@ -360,6 +360,11 @@ export function completionDeadlineMs(o: CompletionDeadlineOptions): number {
   return Math.min(max, Math.max(floor, Math.ceil(gib * perGiB)));
 }
 
+/** What a passed deadline (completion or progress) does: post-copy when the migration allows it and asks for it, else abort. */
+export function deadlineAction(policy: { postCopy: boolean; onDeadline: 'abort' | 'post-copy' }): 'abort' | 'post-copy' {
+  return policy.postCopy && policy.onDeadline === 'post-copy' ? 'post-copy' : 'abort';
+}
+
 // ------------------------------------------------------------------------------------------------ downtime
 
 export interface DowntimeRampOptions extends ImprovementMargin {

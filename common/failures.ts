@@ -1,6 +1,8 @@
 /**
  * Names of the failure types Ferry raises (Temporal ApplicationFailure `type`). Shared by the workflow,
  * the activities and the client, so that callers can tell bad input from a compensated abort.
+ * Besides these, a libvirt error surfaces as `Libvirt.<kind>` (hypervisor/errors.ts: its kind says whether
+ * a retry can help) and an unexpected error keeps its JavaScript name (retryable).
  */
 export const FailureType = {
   /** The workflow input is malformed. Nothing was created, nothing changed. */
@@ -18,12 +20,22 @@ export const FailureType = {
   CreateTaskFailed: 'CreateTaskFailed',
   /** The migration did not finish before its deadline; the job was aborted and compensated. */
   MigrationTimedOut: 'MigrationTimedOut',
+  /**
+   * Raised by the migrate activity when the progress deadline passed (no new low of the remaining data for
+   * the progress timeout) and it aborted the job; the workflow compensates and ends MigrationTimedOut.
+   */
+  MigrationStalled: 'MigrationStalled',
   /** libvirt's migration job failed; compensated. */
   MigrationFailed: 'MigrationFailed',
   /** An operator cancelled the migration; compensated. */
   MigrationCancelled: 'MigrationCancelled',
   /** A compensation step refused to act because it would harm a running VM. */
   UnsafeCleanup: 'UnsafeCleanup',
+  /**
+   * Retryable: a target-side deletion waits for libvirt to drop the paused, transient domain of an incoming
+   * migration (its QEMU may still hold the disk).
+   */
+  IncomingDomainPresent: 'IncomingDomainPresent',
 } as const;
 export type FailureType = (typeof FailureType)[keyof typeof FailureType];
 

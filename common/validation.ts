@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseDuration } from './durations';
 import { isHostRef, isUuid, isVmName } from './names';
 import { DEFAULT_LIMITS, MAX_LIMIT, type MigrationLimits } from './limits';
+import { completionDeadlineMs, DEFAULT_COMPLETION_FLOOR_MS, DEFAULT_COMPLETION_MAX_MS, DEFAULT_COMPLETION_PER_GIB_MS } from './convergence';
 
 // The workflow sandbox forbids nothing here, but code generation is not needed: keep zod on its plain path.
 z.config({ jitless: true });
@@ -13,10 +14,10 @@ z.config({ jitless: true });
 export const DEFAULT_CREATE_ATTEMPTS = 3;
 export const MAX_CREATE_ATTEMPTS = 10;
 /** KubeVirt's completion timeout per GiB of data (RAM + disks); Nova uses 800 s. */
-export const DEFAULT_TIMEOUT_PER_GIB_MS = 150_000;
-export const DEFAULT_TIMEOUT_FLOOR_MS = 120_000;
+export const DEFAULT_TIMEOUT_PER_GIB_MS = DEFAULT_COMPLETION_PER_GIB_MS;
+export const DEFAULT_TIMEOUT_FLOOR_MS = DEFAULT_COMPLETION_FLOOR_MS;
 export const MIN_TIMEOUT_MS = 1_000;
-export const MAX_TIMEOUT_MS = 24 * 3_600_000;
+export const MAX_TIMEOUT_MS = DEFAULT_COMPLETION_MAX_MS;
 export const DEFAULT_CREATE_RETRY_INTERVAL_MS = 1_000;
 export const MAX_BANDWIDTH_MIBPS = 100_000;
 /** How long a migration may wait for a free slot (limits, busy targets) before it gives up. */
@@ -278,12 +279,16 @@ function convergencePolicy(c: ParsedConvergence | undefined): ConvergencePolicy 
   };
 }
 
-/** Default migration deadline: per-GiB of (memory + disk virtual sizes), never below the floor. */
+/** Default migration deadline: per-GiB of (memory + disk virtual sizes), never below the floor (completionDeadlineMs). */
 export function defaultMigrationTimeoutMs(
   dataBytes: number,
   perGiBMs = DEFAULT_TIMEOUT_PER_GIB_MS,
   floorMs = DEFAULT_TIMEOUT_FLOOR_MS,
 ): number {
-  const gib = dataBytes / 1024 ** 3;
-  return Math.min(MAX_TIMEOUT_MS, Math.max(floorMs, Math.ceil(gib * perGiBMs)));
+  return completionDeadlineMs({ memoryBytes: dataBytes, diskBytes: 0, perGiBMs, floorMs });
+}
+
+/** The migration step's deadline: the request's timeout, or the default for the VM's memory + disks. */
+export function migrationTimeoutMs(request: MigrationRequest, dataBytes: number): number {
+  return request.timeoutMs ?? defaultMigrationTimeoutMs(dataBytes, request.timeoutPerGiBMs, request.timeoutFloorMs);
 }

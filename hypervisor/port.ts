@@ -99,6 +99,11 @@ export interface JobInfo {
   raw: Record<string, string>;
 }
 
+/** A migration job is running (libvirt's `bounded` / `unbounded` job types). */
+export function isJobActive(job: JobInfo): boolean {
+  return job.type === 'bounded' || job.type === 'unbounded';
+}
+
 /** Job statistics with nothing known: `type: 'none'` is "no job". */
 export function emptyJobInfo(type: JobInfo['type'] = 'none'): JobInfo {
   return {

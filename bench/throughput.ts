@@ -21,6 +21,7 @@ import { run } from '../hypervisor/exec';
 import { openInventory } from '../inventory';
 import { workflowsPath } from '../worker';
 import type { MigrationReport } from '../common/migration';
+import { WORKFLOW_TYPES } from '../workflows/definitions';
 import { startTemporal } from '../test/support/temporal';
 import { load1, log, REPO, sleep, summarize, table, type Summary } from './common';
 import type { WorkerSample } from './throughput-worker';
@@ -164,7 +165,7 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
     }
     const client = env.client;
     const start = (vm: { uuid: string; name: string; address: string }) =>
-      client.workflow.start('liveMigration', {
+      client.workflow.start(WORKFLOW_TYPES.liveMigration, {
         taskQueue,
         workflowId: `ferry-migrate-${vm.uuid}`,
         args: [{ sourceHost: vm.address, vmName: vm.name, vmUuid: vm.uuid, limits: LIMITS }],

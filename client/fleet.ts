@@ -16,6 +16,7 @@ import { validateEvacuation } from '../common/evacuation';
 import { parseDuration } from '../common/durations';
 import { isHostRef } from '../common/names';
 import { InputError } from '../common/validation';
+import { cancelEvacuationSignal, evacuationProgressQuery, pauseSignal, resumeSignal, WORKFLOW_TYPES, type CancelEvacuationRequest } from '../workflows/definitions';
 
 export type { EvacuateHostInput, EvacuationProgress, EvacuationResult, VmEvacuation } from '../common/evacuation';
 
@@ -36,7 +37,7 @@ export class EvacuationHandle {
     return this.workflow.workflowId;
   }
   progress(): Promise<EvacuationProgress> {
-    return this.workflow.query<EvacuationProgress>('progress');
+    return this.workflow.query(evacuationProgressQuery);
   }
   async result(): Promise<EvacuationResult> {
     try {
@@ -50,21 +51,21 @@ export class EvacuationHandle {
     }
   }
   pause(): Promise<void> {
-    return this.workflow.signal('pause');
+    return this.workflow.signal(pauseSignal);
   }
   resume(): Promise<void> {
-    return this.workflow.signal('resume');
+    return this.workflow.signal(resumeSignal);
   }
   /** Running migrations are cancelled and compensate; `restoreHostState` puts the host back in its earlier state. */
-  cancel(opts: { restoreHostState?: boolean; reason?: string } = {}): Promise<void> {
-    return this.workflow.signal('cancel', opts);
+  cancel(opts: CancelEvacuationRequest = {}): Promise<void> {
+    return this.workflow.signal(cancelEvacuationSignal, opts);
   }
 }
 
 export async function startEvacuation(client: Client, taskQueue: string, input: EvacuateHostInput): Promise<EvacuationHandle> {
   validateEvacuation(input); // throws InputError before anything starts
   try {
-    const handle = await client.workflow.start('evacuateHost', {
+    const handle = await client.workflow.start(WORKFLOW_TYPES.evacuateHost, {
       taskQueue,
       workflowId: evacuationWorkflowId(input.host),
       args: [input],
@@ -143,7 +144,7 @@ export async function createEvacuationSchedule(client: Client, taskQueue: string
       spec,
       action: {
         type: 'startWorkflow',
-        workflowType: 'evacuateHosts',
+        workflowType: WORKFLOW_TYPES.evacuateHosts,
         workflowId: `ferry-batch-${id}`,
         taskQueue,
         args: [{ ...evacuation, hosts }],
@@ -165,7 +166,7 @@ export async function createSyncSchedule(client: Client, taskQueue: string, ever
     await client.schedule.create({
       scheduleId,
       spec,
-      action: { type: 'startWorkflow', workflowType: 'syncInventory', workflowId: `ferry-sync`, taskQueue, args: [{}] },
+      action: { type: 'startWorkflow', workflowType: WORKFLOW_TYPES.syncInventory, workflowId: `ferry-sync`, taskQueue, args: [{}] },
       policies: SCHEDULE_POLICIES,
       state: { note: `inventory sync every ${every}` },
     });

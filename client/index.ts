@@ -22,6 +22,7 @@ import type { ConvergenceView, MigrationProgress, MigrationReport, TuneRequest }
 import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
 import { InputError, validateMigrationInput, type LiveMigrationInput } from '../common/validation';
+import { cancelSignal, progressQuery, tuneUpdate, WORKFLOW_TYPES } from '../workflows/definitions';
 import { clientConnectionOptions, describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
 
 export type { LiveMigrationInput, LiveMigrationOptions, ConvergenceInput } from '../common/validation';
@@ -30,7 +31,7 @@ export { InputError } from '../common/validation';
 export { migrationWorkflowId } from '../common/names';
 
 /** Workflow type names, as the Web UI's start form wants them. */
-export const WORKFLOW_TYPES = { liveMigration: 'liveMigration' } as const;
+export { WORKFLOW_TYPES } from '../workflows/definitions';
 
 /** The migration was refused before anything changed (bad input, unknown VM, no target, VM busy). */
 export class MigrationRejectedError extends Error {
@@ -67,7 +68,7 @@ export class MigrationHandle {
 
   /** Phase, target, artifacts, create-task attempts, live job statistics. */
   progress(): Promise<MigrationProgress> {
-    return this.workflow.query<MigrationProgress>('progress');
+    return this.workflow.query(progressQuery);
   }
 
   /** Whether the workflow is still running. */
@@ -100,7 +101,7 @@ export class MigrationHandle {
    */
   async tune(req: TuneRequest): Promise<ConvergenceView> {
     try {
-      return await this.workflow.executeUpdate<ConvergenceView, [TuneRequest]>('tune', { args: [req] });
+      return await this.workflow.executeUpdate(tuneUpdate, { args: [req] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError && err.cause instanceof Error) throw new Error(err.cause.message);
       throw err;
@@ -114,7 +115,7 @@ export class MigrationHandle {
 
   /** Operator cancel by signal, with a reason recorded in the history. */
   async cancelWithReason(reason: string): Promise<void> {
-    await this.workflow.signal('cancel', { reason });
+    await this.workflow.signal(cancelSignal, { reason });
   }
 }
 
@@ -174,7 +175,7 @@ export class FerryClient {
     const request = validateMigrationInput(input);
     const workflowId = migrationWorkflowId(request.vmUuid);
     try {
-      const handle = await this.client.workflow.start('liveMigration', {
+      const handle = await this.client.workflow.start(WORKFLOW_TYPES.liveMigration, {
         taskQueue: this.taskQueue,
         workflowId,
         args: [input],

@@ -10,6 +10,7 @@ import { temporal } from '@temporalio/proto';
 import { createActivities, type ActivityDeps } from '../activities';
 import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import type { ProgressSignal } from '../common/migration';
+import { progressSignal } from '../workflows/definitions';
 import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { describeInventoryLocation, openInventory, type Inventory } from '../inventory';
@@ -60,7 +61,7 @@ export async function createFerryWorker(o: FerryWorkerOptions): Promise<Worker> 
     ...(client
       ? {
           signalProgress: async (workflowId: string, progress: ProgressSignal) => {
-            await client.workflow.getHandle(workflowId).signal('ferry.progress', progress);
+            await client.workflow.getHandle(workflowId).signal(progressSignal, progress);
           },
         }
       : {}),
@@ -88,36 +89,60 @@ export function installMetrics(address = process.env.FERRY_METRICS_ADDRESS ?? '1
   return address;
 }
 
-/** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
-export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
-  const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const metrics = installMetrics();
-  if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
-  const target = opts.target ?? temporalTarget();
+/** A Ferry worker connected from the environment (TEMPORAL_*, FERRY_INVENTORY, FERRY_TASK_QUEUE), over virsh. */
+export interface ConnectedWorker {
+  worker: Worker;
+  target: TemporalTarget;
+  /** The client connection (activities signal progress through it). */
+  clientConnection: Connection;
+  close(): Promise<void>;
+}
+
+export async function connectFerryWorker(
+  o: { target?: TemporalTarget } & Pick<FerryWorkerOptions, 'activityOptions' | 'workerOptions'> = {},
+): Promise<ConnectedWorker> {
+  const target = o.target ?? temporalTarget();
   const connection = await NativeConnection.connect(target.connectionOptions);
   const clientConnection = await Connection.connect(clientConnectionOptions(target));
-  try {
-    const added = await ensureSearchAttributes(clientConnection, target.namespace);
-    if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);
-  } catch (err) {
-    log(`warning: could not check or register search attributes (${(err as Error).message}); register ${Object.keys(FERRY_SEARCH_ATTRIBUTES).join(', ')} as Keyword`);
-  }
   const inventory = await openInventory(inventoryLocation());
-  const client = new Client({ connection: clientConnection, namespace: target.namespace });
   const worker = await createFerryWorker({
     connection,
     namespace: target.namespace,
     taskQueue: taskQueue(),
     inventory,
     hypervisor: new VirshHypervisor(),
-    client,
+    client: new Client({ connection: clientConnection, namespace: target.namespace }),
+    ...(o.activityOptions ? { activityOptions: o.activityOptions } : {}),
+    ...(o.workerOptions ? { workerOptions: o.workerOptions } : {}),
   });
-  log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(target)}, inventory ${describeInventoryLocation(inventoryLocation())}`);
+  return {
+    worker,
+    target,
+    clientConnection,
+    async close() {
+      await inventory.close();
+      await clientConnection.close();
+      await connection.close();
+    },
+  };
+}
+
+/** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
+export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
+  const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const metrics = installMetrics();
+  if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
+  const w = await connectFerryWorker(opts.target ? { target: opts.target } : {});
   try {
-    await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
+    const added = await ensureSearchAttributes(w.clientConnection, w.target.namespace);
+    if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);
+  } catch (err) {
+    log(`warning: could not check or register search attributes (${(err as Error).message}); register ${Object.keys(FERRY_SEARCH_ATTRIBUTES).join(', ')} as Keyword`);
+  }
+  log(`ferry worker: task queue "${taskQueue()}" on ${describeTarget(w.target)}, inventory ${describeInventoryLocation(inventoryLocation())}`);
+  try {
+    await w.worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   } finally {
-    await inventory.close();
-    await clientConnection.close();
-    await connection.close();
+    await w.close();
   }
 }

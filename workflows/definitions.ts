@@ -1,7 +1,32 @@
-/** Signals and queries shared between Ferry's workflows (sandbox-safe definitions only). */
-import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { Phase } from '../common/migration';
+/**
+ * Every workflow type, query, signal and update Ferry defines — once, here. The workflows register handlers
+ * for them; the client, the CLI and the worker import them instead of spelling names as strings.
+ * Definitions only (sandbox-safe, and safe to import outside the sandbox).
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { ConvergenceView, MigrationProgress, Phase, ProgressSignal, TuneRequest } from '../common/migration';
 import type { EvacuationProgress } from '../common/evacuation';
+
+/** Workflow type names (what the Web UI's start form and Schedules want). workflows/index.ts exports each. */
+export const WORKFLOW_TYPES = {
+  liveMigration: 'liveMigration',
+  evacuateHost: 'evacuateHost',
+  evacuateHosts: 'evacuateHosts',
+  syncInventory: 'syncInventory',
+} as const;
+
+// ---- liveMigration ------------------------------------------------------------------------------------
+
+/** Phase, target, created artifacts, attempts per create task, migration progress. */
+export const progressQuery = defineQuery<MigrationProgress>('progress');
+/** Operator cancel by signal (same compensation as a Temporal cancel). */
+export const cancelSignal = defineSignal<[{ reason?: string } | undefined]>('cancel');
+/** Tune a running migration: raise the max downtime, change the bandwidth, switch to post-copy now. */
+export const tuneUpdate = defineUpdate<ConvergenceView, [TuneRequest]>('tune');
+/** Internal: live numbers from the activities (job statistics, create-task retries), sent by the worker. */
+export const progressSignal = defineSignal<[ProgressSignal]>('ferry.progress');
+
+// ---- evacuateHost -------------------------------------------------------------------------------------
 
 /** A child liveMigration tells its parent evacuation about each phase change. */
 export interface ChildPhase {
@@ -12,9 +37,12 @@ export interface ChildPhase {
 }
 export const childPhaseSignal = defineSignal<[ChildPhase]>('ferry.child-phase');
 
-/** Evacuation controls. */
 export const evacuationProgressQuery = defineQuery<EvacuationProgress>('progress');
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 /** Cancel an evacuation: running migrations are cancelled (and compensate); `restoreHostState` puts the host back. */
-export const cancelEvacuationSignal = defineSignal<[{ restoreHostState?: boolean; reason?: string } | undefined]>('cancel');
+export interface CancelEvacuationRequest {
+  restoreHostState?: boolean;
+  reason?: string;
+}
+export const cancelEvacuationSignal = defineSignal<[CancelEvacuationRequest | undefined]>('cancel');

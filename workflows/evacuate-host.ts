@@ -17,12 +17,10 @@ import {
   ApplicationFailure,
   CancellationScope,
   CancelledFailure,
-  ChildWorkflowFailure,
   condition,
   isCancellation,
   metricMeter,
   ParentClosePolicy,
-  proxyActivities,
   setHandler,
   sleep,
   startChild,
@@ -30,7 +28,6 @@ import {
   ChildWorkflowCancellationType,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import type { FerryActivities } from '../activities';
 import type { MigrationReport } from '../common/migration';
 import { FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
@@ -46,22 +43,12 @@ import {
   type VmEvacuationStatus,
 } from '../common/evacuation';
 import type { HostState } from '../common/types';
-import {
-  cancelEvacuationSignal,
-  childPhaseSignal,
-  evacuationProgressQuery,
-  pauseSignal,
-  resumeSignal,
-} from './signals';
+import { cancelEvacuationSignal, childPhaseSignal, evacuationProgressQuery, pauseSignal, resumeSignal } from './definitions';
+import { reportOf, rootMessage } from './failures';
 import { liveMigration } from './live-migration';
+import { evacuationSteps as inventory } from './proxies';
 
 export type { EvacuateHostInput, EvacuateHostsInput } from '../common/evacuation';
-
-const inventory = proxyActivities<FerryActivities>({
-  startToCloseTimeout: '1m',
-  heartbeatTimeout: '10s',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
-});
 
 interface Evacuation {
   request: EvacuationRequest | null;
@@ -251,7 +238,7 @@ async function migrateOne(ev: Evacuation, request: EvacuationRequest, sourceAddr
     } else {
       const report = reportOf(err);
       const status: VmEvacuationStatus = isCancellation(err) || report?.status === 'cancelled' ? 'cancelled' : 'failed';
-      settle(v, status, report, report?.reason ?? messageOf(err));
+      settle(v, status, report, report?.reason ?? rootMessage(err));
     }
   } finally {
     recount(ev);
@@ -271,28 +258,6 @@ function settle(v: VmEvacuation, status: VmEvacuationStatus, report: MigrationRe
     v.durationMs = report.durationMs;
     v.downtimeMs = report.downtimeMs;
   }
-}
-
-/** The child's report: its result, or the details of its failure / cancellation. */
-function reportOf(err: unknown): MigrationReport | null {
-  let e: unknown = err;
-  while (e instanceof Error) {
-    const details = (e as { details?: unknown[] }).details;
-    const first = Array.isArray(details) ? details[0] : undefined;
-    if (first && typeof first === 'object' && 'status' in first) return first as MigrationReport;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return null;
-}
-
-function messageOf(err: unknown): string {
-  let e: unknown = err;
-  let last = err instanceof Error ? err.message : String(err);
-  while (e instanceof Error) {
-    if (e.message && !(e instanceof ChildWorkflowFailure)) last = e.message;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return last;
 }
 
 async function finish(ev: Evacuation, host: string, previousState: HostState): Promise<EvacuationResult> {
@@ -343,7 +308,7 @@ export async function evacuateHosts(input: EvacuateHostsInput): Promise<Evacuate
       out.hosts.push(await handle.result());
     } catch (err) {
       if (isCancellation(err)) throw err;
-      out.failed.push({ host, reason: err instanceof WorkflowExecutionAlreadyStartedError ? 'an evacuation of this host is already running' : messageOf(err) });
+      out.failed.push({ host, reason: err instanceof WorkflowExecutionAlreadyStartedError ? 'an evacuation of this host is already running' : rootMessage(err) });
     }
   }
   return out;

@@ -1,4 +1,5 @@
-// Every workflow type the Ferry worker runs (this module is the worker's `workflowsPath`).
-export { liveMigration, progressQuery, cancelSignal, progressSignal } from './live-migration';
+// Every workflow type the Ferry worker runs (this module is the worker's `workflowsPath`); their names, queries,
+// signals and updates are in definitions.ts.
+export { liveMigration } from './live-migration';
 export { evacuateHost, evacuateHosts } from './evacuate-host';
 export { syncInventory } from './sync-inventory';

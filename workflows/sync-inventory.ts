@@ -1,14 +1,7 @@
 /** syncInventory: `ferry inventory sync` as a workflow, so a Temporal Schedule keeps capacity current. */
-import { proxyActivities } from '@temporalio/workflow';
-import type { FerryActivities } from '../activities';
 import type { SyncResult } from '../inventory/store';
-
-const acts = proxyActivities<FerryActivities>({
-  startToCloseTimeout: '5m',
-  heartbeatTimeout: '10s',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
-});
+import { inventorySync } from './proxies';
 
 export async function syncInventory(input: { hosts?: string[] } = {}): Promise<SyncResult[]> {
-  return acts.syncHosts(input?.hosts ? { hosts: input.hosts } : {});
+  return inventorySync.syncHosts(input?.hosts ? { hosts: input.hosts } : {});
 }

@@ -21,6 +21,7 @@ import {
   compareCandidates,
   computeUsage,
   DEFAULT_LIMITS,
+  movabilityRefusal,
   NO_USAGE,
   placeVm,
   PlacementError,
@@ -538,39 +539,11 @@ export class SqlInventory implements Inventory {
           `VM ${req.vmUuid} is not in the inventory — run \`ferry inventory sync\` if it was created recently`,
         );
       }
-      const held = await tx.get<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims WHERE vm_uuid = ?`, [req.vmUuid]);
-      if (held) {
-        const claim = toClaim(held);
-        if (claim.workflowId === req.workflowId) return { claim, rejected: [] }; // retry of the same workflow
-        throw new PlacementError(
-          'vm-busy',
-          `${vm.name} is already being migrated to ${claim.host} by workflow ${claim.workflowId} — ` +
-            'wait for it to finish or cancel it',
-          [],
-          claim.workflowId,
-        );
-      }
-      if (vm.state === 'migrating') {
-        throw new PlacementError(
-          'vm-busy',
-          `${vm.name} is marked migrating but no workflow holds a claim for it (a migration may be finishing) — ` +
-            'wait for it; if no migration is running, reset the VM state',
-        );
-      }
-      if (vm.state !== 'running') {
-        throw new PlacementError(
-          'vm-state',
-          `${vm.name} is ${vm.state}: only running VMs can be live-migrated` +
-            (vm.state === 'unknown' ? ' — run `ferry inventory sync` to refresh its state' : ''),
-        );
-      }
-      if (vm.host !== req.sourceHost) {
-        throw new PlacementError(
-          'vm-state',
-          `${vm.name} is on ${vm.host} according to the inventory, not on ${req.sourceHost} — ` +
-            'run `ferry inventory sync` if it moved',
-        );
-      }
+      const row = await tx.get<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims WHERE vm_uuid = ?`, [req.vmUuid]);
+      const held = row ? toClaim(row) : null;
+      const refusal = movabilityRefusal(vm, held, req.workflowId, req.sourceHost);
+      if (refusal !== null) throw refusal;
+      if (held !== null) return { claim: held, rejected: [] }; // retry of the same workflow
 
       const claims = (await tx.query<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims`)).map(toClaim);
       const wait = checkLimits(claims, req);

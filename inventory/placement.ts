@@ -12,7 +12,7 @@
  * Memory or vCPU totals of 0 mean "never synced" and are reported as unknown capacity.
  * VMs count whatever their state (a stopped VM keeps its reservation, as in Nova).
  */
-import type { Claim, HostRecord } from '../common/types';
+import type { Claim, HostRecord, VmRecord } from '../common/types';
 import { DEFAULT_LIMITS } from '../common/limits';
 import type { PlacementRequest, RejectedHost } from './store';
 
@@ -36,6 +36,40 @@ export class PlacementError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The rule for starting a migration of a VM, checked early by the migration (readVm) and again inside the
+ * claim's transaction: no other workflow holds it, it is not marked migrating, it is running, and it is on
+ * the source the migration names. Returns the refusal, or null when the VM may be claimed.
+ */
+export function movabilityRefusal(vm: Pick<VmRecord, 'name' | 'state' | 'host'>, held: Claim | null, workflowId: string, sourceHost: string): PlacementError | null {
+  if (held !== null && held.workflowId !== workflowId) {
+    return new PlacementError(
+      'vm-busy',
+      `${vm.name} is already being migrated to ${held.host} by workflow ${held.workflowId} — wait for it to finish or cancel it`,
+      [],
+      held.workflowId,
+    );
+  }
+  if (held !== null) return null; // a retry of the same workflow's claim
+  if (vm.state === 'migrating') {
+    return new PlacementError(
+      'vm-busy',
+      `${vm.name} is marked migrating but no workflow holds a claim for it (a migration may be finishing) — ` +
+        'wait for it; if no migration is running, reset the VM state',
+    );
+  }
+  if (vm.state !== 'running') {
+    return new PlacementError(
+      'vm-state',
+      `${vm.name} is ${vm.state}: only running VMs can be live-migrated` + (vm.state === 'unknown' ? ' — run `ferry inventory sync` to refresh its state' : ''),
+    );
+  }
+  if (vm.host !== sourceHost) {
+    return new PlacementError('vm-state', `${vm.name} is on ${vm.host} according to the inventory, not on ${sourceHost} — run \`ferry inventory sync\` if it moved`);
+  }
+  return null;
 }
 
 /** What a host already carries. */

@@ -1,0 +1,55 @@
+/**
+ * What every activity module is built from: the inventory, the Hypervisor port, and the few helpers that
+ * talk back to the running workflow (live progress, create-task attempts).
+ */
+import { Context } from '@temporalio/activity';
+import type { ProgressSignal } from '../common/migration';
+import type { Hypervisor } from '../hypervisor/port';
+import type { Inventory } from '../inventory/store';
+
+export interface ActivityDeps {
+  inventory: Inventory;
+  hypervisor: Hypervisor;
+  /** Delivers live progress to the running workflow (the worker wires a Temporal client in). */
+  signalProgress?: (workflowId: string, progress: ProgressSignal) => Promise<void>;
+  /** How often the migrate activity samples libvirt's job statistics. Default 1 s. */
+  jobPollIntervalMs?: number;
+  /** How often it forwards them to the workflow (each one is a history event). Default 2 s. */
+  progressSignalIntervalMs?: number;
+}
+
+export interface ActivityRuntime {
+  inventory: Inventory;
+  hv: Hypervisor;
+  jobPollMs: number;
+  signalEveryMs: number;
+  /** Sends live progress to the calling workflow; best effort (a lost sample never fails a step). */
+  report(progress: ProgressSignal): Promise<void>;
+  /** The current attempt of a create task; a retry is reported to the workflow as it begins. */
+  noteAttempt(task: string): Promise<number>;
+}
+
+export function activityRuntime(deps: ActivityDeps): ActivityRuntime {
+  const report = async (progress: ProgressSignal): Promise<void> => {
+    if (!deps.signalProgress) return;
+    try {
+      const wf = Context.current().info.workflowExecution;
+      if (!wf) throw new Error('Ferry activities run inside workflows only');
+      await deps.signalProgress(wf.workflowId, progress);
+    } catch {
+      // Progress is best effort: a lost sample must never fail a migration.
+    }
+  };
+  return {
+    inventory: deps.inventory,
+    hv: deps.hypervisor,
+    jobPollMs: deps.jobPollIntervalMs ?? 1000,
+    signalEveryMs: deps.progressSignalIntervalMs ?? 2000,
+    report,
+    async noteAttempt(task: string): Promise<number> {
+      const attempt = Context.current().info.attempt;
+      if (attempt > 1) await report({ createTask: { task, attempt } });
+      return attempt;
+    },
+  };
+}

@@ -19,15 +19,7 @@ export interface NewHost {
   cpuRatio?: number;
 }
 
-export interface VmUpsert {
-  uuid: string;
-  name: string;
-  host: string;
-  memoryMiB: number;
-  vcpus: number;
-  state: VmState;
-  disks: DiskRecord[];
-}
+export type VmUpsert = Omit<VmRecord, 'updatedAt'>;
 
 /** What a migration needs on its target. */
 export interface PlacementRequest {

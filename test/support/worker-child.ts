@@ -13,13 +13,8 @@
  * Run with `node -r test/support/register-ts.cjs test/support/worker-child.ts`.
  */
 import { Context } from '@temporalio/activity';
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
-import { clientConnectionOptions, inventoryLocation, taskQueue, temporalTarget } from '../../client/config';
-import { VirshHypervisor } from '../../hypervisor/virsh';
-import { openInventory } from '../../inventory';
-import { createFerryWorker } from '../../worker';
+import { connectFerryWorker } from '../../worker';
 
 export type ChildEvent =
   | { type: 'ready' }
@@ -76,19 +71,9 @@ function gateInterceptor(gated: ReadonlySet<string>): ActivityInboundCallsInterc
 }
 
 async function main(): Promise<void> {
-  const target = temporalTarget();
-  const connection = await NativeConnection.connect(target.connectionOptions);
-  const clientConnection = await Connection.connect(clientConnectionOptions(target));
-  const inventory = await openInventory(inventoryLocation());
   const bundle = process.env['FERRY_TEST_WORKFLOW_BUNDLE'];
   const gated = gates();
-  const worker = await createFerryWorker({
-    connection,
-    namespace: target.namespace,
-    taskQueue: taskQueue(),
-    inventory,
-    hypervisor: new VirshHypervisor(),
-    client: new Client({ connection: clientConnection, namespace: target.namespace }),
+  const { worker, close } = await connectFerryWorker({
     activityOptions: { progressSignalIntervalMs: 1000 },
     workerOptions: {
       ...(bundle ? { workflowBundle: { codePath: bundle } } : {}),
@@ -100,7 +85,7 @@ async function main(): Promise<void> {
   });
   send({ type: 'ready' });
   await worker.run();
-  await inventory.close();
+  await close();
 }
 
 main().catch((err: unknown) => {

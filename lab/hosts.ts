@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { daemonPid, ensureDaemon, signalAndWait, spawnDaemon, waitAnswer } from './daemons';
 import { writeHostConfig } from './host-config';
-import { ensureDirPool, virsh } from './libvirt';
+import { labHypervisor, virsh } from './libvirt';
 import { LAB_BRIDGE, LAB_ROOT_POOL, LAB_STORAGE_ROOT, labHostDir, refs } from './naming';
 import { ensureBridge, ensureHostMountNs, ensureHostNetwork, ensureNsDir } from './network';
 import { requireRoot } from './preconditions';
@@ -20,7 +20,7 @@ export async function bringUpHost(home: string, h: StateHost, nsReal: string, br
   await ensureHostMountNs(r, nsReal);
   const changed = writeHostConfig(r);
   await ensureDaemon(r, changed, log);
-  await ensureDirPool(h.uri, LAB_ROOT_POOL, LAB_STORAGE_ROOT);
+  await labHypervisor.ensureStorageRootPool(h.uri, LAB_ROOT_POOL, LAB_STORAGE_ROOT);
 }
 
 const CAPS_SUBDIR = path.join('cache', 'qemu', 'capabilities');

@@ -1,5 +1,14 @@
-/** The lab's virsh calls: one virsh process per call, with a time limit; dir pools defined, built, started, autostarted. */
+/**
+ * How the lab talks to its hosts' libvirtd. Storage pools go through the Hypervisor port (the VirshHypervisor
+ * Ferry itself uses). What the port does not offer is a plain virsh call: whether a daemon answers (`uri`),
+ * which domains a host has in which state (`list`), define and start a domain, probe QEMU's capabilities.
+ */
 import { run, CommandError } from '../hypervisor/exec';
+import type { Hypervisor } from '../hypervisor/port';
+import { VirshHypervisor } from '../hypervisor/virsh';
+
+/** One virsh process per call, as the lab's own virsh calls (no persistent sessions to daemons it restarts). */
+export const labHypervisor: Hypervisor = new VirshHypervisor({ sessions: false });
 
 export function virsh(uri: string, args: readonly string[], timeoutMs = 30_000) {
   return run('virsh', ['-c', uri, ...args], { timeoutMs });
@@ -13,27 +22,4 @@ export async function virshMaybe(uri: string, args: readonly string[], timeoutMs
     if (e instanceof CommandError) return null;
     throw e;
   }
-}
-
-async function poolInfo(uri: string, pool: string): Promise<{ active: boolean; autostart: boolean } | null> {
-  const r = await virshMaybe(uri, ['pool-info', pool], 30_000);
-  if (!r) return null;
-  return {
-    active: /^State:\s+running\s*$/m.test(r.stdout),
-    autostart: /^Autostart:\s+yes\s*$/m.test(r.stdout),
-  };
-}
-
-/** Defines (if needed), builds, starts and autostarts a dir pool. */
-export async function ensureDirPool(uri: string, pool: string, target: string): Promise<void> {
-  let info = await poolInfo(uri, pool);
-  if (!info) {
-    await virsh(uri, ['pool-define-as', pool, 'dir', '--target', target]);
-    info = { active: false, autostart: false };
-  }
-  if (!info.active) {
-    await virsh(uri, ['pool-build', pool]);
-    await virsh(uri, ['pool-start', pool]);
-  }
-  if (!info.autostart) await virsh(uri, ['pool-autostart', pool]);
 }

@@ -6,11 +6,11 @@
 import { randomFillSync, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isVmName } from '../common/names';
+import { isVmName, vmPoolName } from '../common/names';
 import { run } from '../hypervisor/exec';
 import { daemonPid } from './daemons';
 import { dirtyBootSector, dirtyGuestParams, type LabGuestSpec } from './guest';
-import { ensureDirPool, virsh, virshMaybe } from './libvirt';
+import { labHypervisor, virsh, virshMaybe } from './libvirt';
 import { LAB_DISK_NAME, LAB_STORAGE_ROOT, hostPath, labDir, refs, tmpDir } from './naming';
 import { requireRoot } from './preconditions';
 import { checkVmSize, LAB_RANDOM_DATA_MIB, LAB_VM_MEMORY_MIB } from './sizes';
@@ -118,14 +118,14 @@ async function writeRandomQcow2(
 
 async function createVm(home: string, h: StateHost, vm: StateVm, log: (l: string) => void): Promise<void> {
   log(`${h.name}: creating ${vm.name} (${vm.uuid})`);
-  const pool = `ferry-${vm.uuid}`;
-  const dirInside = path.posix.dirname(vm.diskPath);
-  await ensureDirPool(h.uri, pool, dirInside);
+  const pool = vmPoolName(vm.uuid);
+  // Defined and built now (the directory exists); started once the disk is in it (start + autostart + refresh).
+  await labHypervisor.createStorageDirectory(h.uri, pool, path.posix.dirname(vm.diskPath));
   const dest = hostPath(home, h.name, vm.diskPath);
   fs.mkdirSync(path.dirname(dest), { recursive: true });
   const boot = vm.guest ? await dirtyBootSector(vm.guest, vm.memoryMiB, tmpDir(home)) : null;
   await writeRandomQcow2(dest, vm.diskMiB, vm.randomDataMiB, tmpDir(home), boot?.image);
-  await virsh(h.uri, ['pool-refresh', pool]);
+  await labHypervisor.startPool(h.uri, pool);
   const xmlFile = path.join(tmpDir(home), `${vm.uuid}.xml`);
   fs.writeFileSync(
     xmlFile,

@@ -84,6 +84,7 @@ export {
   LAB_ROOT_POOL,
   LAB_STORAGE_ROOT,
 } from './naming';
+export { checkLabSize, LAB_MAX_HOSTS, LAB_MAX_VMS } from './sizes';
 export { labAddVm, labSerialLogPath } from './vms';
 export { startHostDaemon, stopHostDaemon } from './hosts';
 

@@ -1,15 +1,26 @@
-/** How big a lab and its VMs may be, and are by default. */
+/**
+ * How big a lab and its VMs may be, and are by default. checkLabSize is the one check of a lab's size: labUp
+ * and `ferry lab up` both use it.
+ */
 import { LabError } from './types';
 
+/** Most hosts in one lab: each is a libvirtd in its own namespaces on this one machine. */
+export const LAB_MAX_HOSTS = 16;
+/** Most VMs labUp creates (all on the first host; TCG guests of 128 MiB by default). */
+export const LAB_MAX_VMS = 64;
 /** A lab VM's memory unless told otherwise (labUp `vmMemoryMiB`, labAddVm `memoryMiB`). */
 export const LAB_VM_MEMORY_MIB = 128;
 /** Random data at the start of a lab VM's disk unless told otherwise. */
 export const LAB_RANDOM_DATA_MIB = 32;
 
-/** labUp's hosts and VMs. */
+/** A lab has 1..LAB_MAX_HOSTS hosts and 0..LAB_MAX_VMS VMs, whole numbers; otherwise LabError. */
 export function checkLabSize(o: { hosts: number; vms: number }): void {
-  if (!Number.isInteger(o.hosts) || o.hosts < 1 || o.hosts > 200) throw new LabError('hosts must be 1..200');
-  if (!Number.isInteger(o.vms) || o.vms < 0 || o.vms > 1000) throw new LabError('vms must be 0..1000');
+  if (!Number.isInteger(o.hosts) || o.hosts < 1 || o.hosts > LAB_MAX_HOSTS) {
+    throw new LabError(`hosts must be a whole number from 1 to ${LAB_MAX_HOSTS} (got ${o.hosts})`);
+  }
+  if (!Number.isInteger(o.vms) || o.vms < 0 || o.vms > LAB_MAX_VMS) {
+    throw new LabError(`vms must be a whole number from 0 to ${LAB_MAX_VMS} (got ${o.vms})`);
+  }
 }
 
 /** A VM has at least 16 MiB of memory and 0 or more MiB of random disk data; `memoryOption` names the memory option. */

@@ -3,7 +3,7 @@
  * aborted / timed out / cancelled and compensated, 1 anything else (e.g. Temporal unreachable).
  */
 import { Command, CommanderError } from 'commander';
-import { labDown, labStatus, labUp, type LabStatus } from '../lab';
+import { checkLabPrefix, checkLabSize, labDown, LabError, labStatus, labUp, type LabStatus } from '../lab';
 import { registerLab } from '../lab/register';
 import { runWorker } from '../worker';
 import { CliContext } from './context';
@@ -15,9 +15,9 @@ import { CliExit, EXIT, printJson, printTable } from './output';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-function positiveInt(name: string, text: string): number {
+function wholeNumber(name: string, text: string): number {
   const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new CliExit(EXIT.badInput, `${name} must be a positive whole number`);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CliExit(EXIT.badInput, `${name} must be a whole number`);
   return n;
 }
 
@@ -60,11 +60,15 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
     .option('--json', 'print the lab status as JSON')
     .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; json?: boolean }) => {
-      const hosts = positiveInt('--hosts', o.hosts);
-      const vms = Number(o.vms);
-      if (!/^\d+$/.test(o.vms) || vms > 64) throw new CliExit(EXIT.badInput, '--vms must be a whole number from 0 to 64');
-      if (hosts > 16) throw new CliExit(EXIT.badInput, '--hosts must be at most 16');
-      if (!/^[a-z0-9]{1,8}$/.test(o.prefix)) throw new CliExit(EXIT.badInput, '--prefix must be 1 to 8 characters of [a-z0-9]');
+      const hosts = wholeNumber('--hosts', o.hosts);
+      const vms = wholeNumber('--vms', o.vms);
+      try {
+        checkLabSize({ hosts, vms });
+        checkLabPrefix(o.prefix);
+      } catch (e) {
+        if (e instanceof LabError) throw new CliExit(EXIT.badInput, e.message);
+        throw e;
+      }
       const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet });
       if (o.json) printJson(status);
       else printLab(status);

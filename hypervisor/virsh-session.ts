@@ -5,11 +5,11 @@
  * idle machine, 40–80 ms of wall time on a loaded 2-core one), and one migration makes ~25 of them. In a
  * session a command costs only its libvirt RPC (a few ms).
  *
- * Protocol: the same batch line as one-shot mode (virsh.ts buildBatchScript: every command followed by
+ * Protocol: the same batch line as one-shot mode (virsh-batch.ts buildBatchScript: every command followed by
  * `echo <marker>` and `echo --err <marker>`), written as one line. Interactive virsh echoes the prompt and the
  * line on stdout ("virsh # <line>"), which is cut off; the batch is complete when the last marker has
  * arrived on both stdout and stderr. Everything else (splitting per command, error classification) is
- * virsh.ts's, unchanged.
+ * virsh-batch.ts's and virsh.ts's, unchanged.
  *
  * Rules:
  * - at most `maxPerUri` sessions per URI (a batch waits for a free one), at most `maxSessions` in all (the
@@ -20,7 +20,7 @@
  *   "Disconnected from … due to end of file" after a daemon restart), or that exited, is never reused: the next
  *   batch starts a fresh one, with a fresh connection;
  * - lines containing a newline cannot be sent (the caller falls back to one-shot mode);
- * - the line must not contain its own markers literally (virsh.ts buildSessionScript writes them split).
+ * - the line must not contain its own markers literally (virsh-batch.ts buildSessionScript writes them split).
  * The processes are unref'd: they never keep Node alive, and they exit when their stdin closes.
  */
 import { CommandError, startProcess } from './exec';

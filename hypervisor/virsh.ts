@@ -2,11 +2,7 @@
  * VirshHypervisor: the Hypervisor port on the `virsh` binary (execFile via run(), never a shell).
  *
  * Round trips: every virsh process opens its own connection (~16 ms over TCP), so methods that need several
- * answers send them as ONE virsh invocation: virsh accepts a single argument holding `;`-separated commands,
- * parsed by virsh's own tokenizer (not a shell; every token is single-quoted here). Each command is followed by
- * `echo <marker>` and `echo --err <marker>` with a random nonce, which splits stdout and stderr per command,
- * so each command's success and error text are known. virsh keeps going after a failed command and only exits
- * non-zero in batch mode when the connection itself failed (the last command is always our echo).
+ * answers send them as ONE virsh invocation with per-command results (the batch protocol: virsh-batch.ts).
  *
  * Sessions (default; FERRY_VIRSH_SESSIONS=0 turns them off): the same batch line goes to a persistent
  * `virsh -c <uri>` per host (virsh-session.ts) instead of a new process, so a round trip costs the libvirt
@@ -37,7 +33,6 @@
  * - removeStorageDirectory deletes every volume in the pool without checking whether a domain still uses
  *   it: callers must be sure the VM is not running from that directory on that host.
  */
-import { randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
 import type { DiskFormat } from '../common/types';
 import { libvirtUriProblem } from '../common/libvirt-uri';
@@ -51,6 +46,16 @@ import {
   virshErrorDetail,
 } from './errors';
 import { DEFAULT_TIMEOUT_MS, run } from './exec';
+import {
+  type BatchStep,
+  batchMarker,
+  batchNonce,
+  batchSteps,
+  buildBatchScript,
+  buildSessionScript,
+  sessionBroken,
+  sessionSafe,
+} from './virsh-batch';
 import { VirshSessionPool } from './virsh-session';
 import { emptyJobInfo } from './port';
 import type {
@@ -105,99 +110,6 @@ export interface VirshHypervisorOptions {
    * `migrate` always runs as its own process (it is long and must be abortable by killing the client).
    */
   sessions?: boolean;
-}
-
-/** One command's share of a batch. */
-export interface BatchStep {
-  args: readonly string[];
-  ok: boolean;
-  stdout: string;
-  stderr: string;
-}
-
-/** Quotes one token for virsh's command-string tokenizer (shell-like: '...' is literal, \' is a quote). */
-export function quoteVirshArg(arg: string): string {
-  return `'${arg.replace(/'/g, `'\\''`)}'`;
-}
-
-/** The single virsh argument that runs `commands` in order, each followed by its stdout and stderr marker. */
-export function buildBatchScript(commands: readonly (readonly string[])[], nonce: string): string {
-  return commands
-    .map((cmd, i) => {
-      const marker = batchMarker(nonce, i);
-      return `${cmd.map(quoteVirshArg).join(' ')} ; echo ${marker} ; echo --err ${marker}`;
-    })
-    .join(' ; ');
-}
-
-/**
- * The batch line for a persistent session (virsh-session.ts). Interactive virsh echoes every line it reads
- * on stdout, so the markers are written split in two quoted halves (`'@@ferry-<nonce>''-<i>@@'`, which virsh's
- * tokenizer joins): the marker text itself then never appears in the echo, only in echo's output.
- */
-export function buildSessionScript(commands: readonly (readonly string[])[], nonce: string): string {
-  return commands
-    .map((cmd, i) => {
-      const marker = `'@@ferry-${nonce}''-${i}@@'`;
-      return `${cmd.map(quoteVirshArg).join(' ')} ; echo ${marker} ; echo --err ${marker}`;
-    })
-    .join(' ; ');
-}
-
-export function batchMarker(nonce: string, i: number): string {
-  return `@@ferry-${nonce}-${i}@@`;
-}
-
-/**
- * Splits a batch's stdout/stderr at the markers. A marker line may have a prefix on its line (`error: ` on
- * stderr, or the end of a command's output lacking a newline): the text before the marker line's start
- * belongs to the command. Returns null when a marker is missing (virsh died mid-batch).
- */
-export function splitBatchOutput(
-  stdout: string,
-  stderr: string,
-  nonce: string,
-  count: number,
-): { stdout: string; stderr: string }[] | null {
-  const split = (text: string): string[] | null => {
-    const parts: string[] = [];
-    let pos = 0;
-    for (let i = 0; i < count; i++) {
-      const marker = batchMarker(nonce, i);
-      const at = text.indexOf(marker, pos);
-      if (at < 0) return null;
-      const lineStart = text.lastIndexOf('\n', at - 1) + 1;
-      const prefix = text.slice(Math.max(lineStart, pos), at);
-      // stdout: a command output without a trailing newline runs into the marker line: keep it.
-      const end = prefix === 'error: ' ? Math.max(lineStart, pos) : at;
-      parts.push(text.slice(pos, end));
-      pos = at + marker.length;
-      if (text[pos] === '\n') pos++;
-    }
-    return parts;
-  };
-  const out = split(stdout);
-  const err = split(stderr);
-  if (!out || !err) return null;
-  return out.map((o, i) => ({ stdout: o, stderr: err[i] ?? '' }));
-}
-
-/** A batch can go through a session when it fits on one line. */
-function sessionSafe(commands: readonly (readonly string[])[]): boolean {
-  return commands.every((c) => c.every((a) => !/[\r\n]/.test(a)));
-}
-
-/** After a connection-level failure a session is not reused: the next call connects afresh. */
-function sessionBroken(stderr: string): boolean {
-  return stderr.split('\n').some((l) => {
-    if (!l.startsWith('error:')) return false;
-    const k = classifyVirshError(l, false);
-    return k === 'connection';
-  });
-}
-
-function stepFailed(stderr: string): boolean {
-  return stderr.split('\n').some((l) => l.startsWith('error:'));
 }
 
 const NAME_RE = /^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]*[^/\s\x00-\x1f\x7f])?$/;
@@ -354,7 +266,7 @@ export class VirshHypervisor implements Hypervisor {
   private async batch(uri: string, commands: readonly (readonly string[])[], what: string): Promise<BatchStep[]> {
     checkUri(uri);
     if (commands.length === 0) return [];
-    const nonce = randomBytes(8).toString('hex');
+    const nonce = batchNonce();
     const script = buildBatchScript(commands, nonce);
     const started = performance.now();
     let ok = false;
@@ -365,12 +277,12 @@ export class VirshHypervisor implements Hypervisor {
               sessionBroken(err),
             )
           : await run(this.virsh, ['-c', uri, script], { timeoutMs: this.timeoutMs });
-      const parts = splitBatchOutput(stdout, stderr, nonce, commands.length);
-      if (!parts) {
+      const steps = batchSteps(commands, stdout, stderr, nonce);
+      if (!steps) {
         throw libvirtErrorFromStderr(stderr, false, { uri, what }, ['-c', uri, script]);
       }
       ok = true;
-      return parts.map((p, i) => ({ args: commands[i] ?? [], ok: !stepFailed(p.stderr), ...p }));
+      return steps;
     } catch (e) {
       throw libvirtErrorFromCommand(e, { uri, what, timeoutMs: this.timeoutMs });
     } finally {

@@ -17,6 +17,15 @@ export async function tryRun(file: string, args: readonly string[], timeoutMs = 
   }
 }
 
+/** The names in a directory; none when it cannot be read (e.g. it does not exist). */
+export function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // processes
 

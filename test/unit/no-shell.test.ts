@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 const REPO = path.resolve(__dirname, '..', '..');
 const SOURCE_DIRS = ['common', 'workflows', 'activities', 'worker', 'client', 'cli', 'hypervisor', 'inventory', 'lab', 'bench', 'bin', 'test'];
 /** The only modules allowed to start processes at all (each with an argument array). */
-const PROCESS_STARTERS = new Set(['hypervisor/exec.ts', 'lab/index.ts', 'cli/dev.ts', 'test/unit/inventory-concurrency.test.ts', 'test/support/fault-harness.ts']);
+const PROCESS_STARTERS = new Set(['hypervisor/exec.ts', 'lab/daemons.ts', 'cli/dev.ts', 'test/unit/inventory-concurrency.test.ts', 'test/support/fault-harness.ts']);
 
 function sourceFiles(): string[] {
   const out: string[] = [];

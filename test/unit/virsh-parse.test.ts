@@ -21,7 +21,8 @@ import {
   parseUuidList,
   parseVolListPaths,
 } from '../../hypervisor/text';
-import { buildBatchScript, quoteVirshArg, samePath, splitBatchOutput, uriHost } from '../../hypervisor/virsh';
+import { samePath, uriHost } from '../../hypervisor/virsh';
+import { buildBatchScript, quoteVirshArg, splitBatchOutput } from '../../hypervisor/virsh-batch';
 import { XmlShapeError, parseDomainXml, parsePoolXml, parseVolumeXml } from '../../hypervisor/xml';
 
 const fx = (name: string): string => readFileSync(join(__dirname, '../fixtures/virsh', name), 'utf8');

@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LibvirtError } from '../../hypervisor/errors';
-import { buildSessionScript, splitBatchOutput, VirshHypervisor } from '../../hypervisor/virsh';
+import { VirshHypervisor } from '../../hypervisor/virsh';
+import { buildSessionScript, splitBatchOutput } from '../../hypervisor/virsh-batch';
 import { VirshSessionPool } from '../../hypervisor/virsh-session';
 
 const FAKE = path.resolve(__dirname, '..', 'support', 'fake-virsh.cjs');

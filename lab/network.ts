@@ -1,0 +1,115 @@
+/**
+ * A host's network and mount namespaces: the lab's bridge in the root namespace, the host's netns and veth
+ * pair, the private <home>/lab/ns directory of namespace handles, and the host's mount + UTS namespaces with
+ * its libvirt directories bind-mounted (LAB_BINDS).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { run } from '../hypervisor/exec';
+import { LAB_BINDS, nsDir, vethName, type HostRefs } from './naming';
+import {
+  ensureOnlyAddress,
+  ipLinks,
+  ipv4Addresses,
+  isMountPoint,
+  isNsfsMount,
+  killAndWait,
+  nsInodeOfFile,
+  pidsInNamespaces,
+  rootMounts,
+  tryRun,
+} from './sys';
+import { LabError } from './types';
+
+/** Another interface (another lab's bridge, a real network) already in this /24 would break routing. */
+export async function assertSubnetFree(bridge: string, subnet: string): Promise<void> {
+  const clash = (await ipv4Addresses()).find((a) => a.ifname !== bridge && a.local.startsWith(`${subnet}.`));
+  if (clash) {
+    throw new LabError(
+      `subnet ${subnet}.0/24 is already used by ${clash.ifname} (${clash.local}/${clash.prefixlen}), perhaps another lab: ` +
+        'choose another subnet (labUp `subnet`, `ferry lab up --subnet`, FERRY_LAB_SUBNET in tests)',
+    );
+  }
+}
+
+export async function ensureBridge(bridge: string, subnet: string): Promise<void> {
+  const links = await ipLinks();
+  const br = links.find((l) => l.ifname === bridge);
+  if (br && br.linkinfo?.info_kind !== 'bridge') {
+    throw new LabError(`${bridge} exists and is not a bridge`);
+  }
+  await assertSubnetFree(bridge, subnet);
+  if (!br) await run('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
+  await ensureOnlyAddress(bridge, `${subnet}.1/24`);
+  await run('ip', ['link', 'set', 'dev', bridge, 'up']);
+}
+
+export async function ensureHostNetwork(r: HostRefs, bridge: string): Promise<void> {
+  const { h } = r;
+  if (!isNsfsMount(r.netnsFile)) {
+    await tryRun('ip', ['netns', 'delete', h.netns]);
+    await run('ip', ['netns', 'add', h.netns]);
+  }
+  const veth = vethName(h.name);
+  const outer = (await ipLinks()).find((l) => l.ifname === veth);
+  const inner = (await ipLinks(h.netns)).find((l) => l.ifname === 'eth0');
+  if (!outer || !inner || inner.link_index !== outer.ifindex) {
+    if (outer) await tryRun('ip', ['link', 'delete', 'dev', veth]);
+    if (inner) await tryRun('ip', ['-n', h.netns, 'link', 'delete', 'dev', 'eth0']);
+    await run('ip', ['link', 'add', 'name', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.netns]);
+  }
+  await run('ip', ['link', 'set', 'dev', veth, 'master', bridge, 'up']);
+  await ensureOnlyAddress('eth0', `${h.address}/24`, h.netns);
+  await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'lo', 'up']);
+  await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'eth0', 'up']);
+}
+
+/** Private bind mount of <home>/lab/ns on itself: `unshare --mount=<file>` needs a non-shared parent. */
+export async function ensureNsDir(home: string): Promise<string> {
+  const dir = nsDir(home);
+  fs.mkdirSync(dir, { recursive: true });
+  const real = fs.realpathSync(dir);
+  if (!isMountPoint(real)) await run('mount', ['--bind', real, real]);
+  await run('mount', ['--make-private', real]);
+  return real;
+}
+
+export async function ensureHostMountNs(r: HostRefs, nsReal: string): Promise<void> {
+  const { h } = r;
+  const mounts = rootMounts();
+  if (!isNsfsMount(r.mntFile, mounts) || !isNsfsMount(r.utsFile, mounts)) {
+    // A half-made pair: drop it (and anything still running in it) and make a new one.
+    const oldMnt = nsInodeOfFile(r.mntFile);
+    if (oldMnt !== null) await killAndWait(pidsInNamespaces(new Set(), new Set([oldMnt])));
+    for (const f of [r.mntFile, r.utsFile]) {
+      if (isMountPoint(f, mounts)) await tryRun('umount', [f]);
+      fs.writeFileSync(f, '');
+    }
+    await run('unshare', [`--mount=${r.mntFile}`, `--uts=${r.utsFile}`, '--propagation', 'private', 'true']);
+    // The new namespace started as a copy of the root's mounts: drop its copies of other hosts'
+    // namespace handles so that it never keeps them alive.
+    await tryRun('nsenter', [`--mount=${r.mntFile}`, 'umount', '--recursive', '--lazy', '/run/netns']);
+    await tryRun('nsenter', [`--mount=${r.mntFile}`, 'umount', '--recursive', '--lazy', nsReal]);
+  }
+  await run('nsenter', [`--uts=${r.utsFile}`, 'hostname', h.name]);
+
+  // Bind mounts: compare device:inode seen inside with our directories, mount what differs.
+  for (const b of LAB_BINDS) {
+    fs.mkdirSync(path.join(r.dir, b.sub), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(b.inside, { recursive: true, mode: 0o755 }); // mount point (an empty dir in the root)
+  }
+  const want = LAB_BINDS.map((b) => {
+    const st = fs.statSync(path.join(r.dir, b.sub));
+    return `${st.dev}:${st.ino}`;
+  });
+  const seen = (
+    await run('nsenter', [`--mount=${r.mntFile}`, 'stat', '--format=%d:%i', ...LAB_BINDS.map((b) => b.inside)])
+  ).stdout
+    .trim()
+    .split('\n');
+  for (const [i, b] of LAB_BINDS.entries()) {
+    if (seen[i] !== want[i]) {
+      await run('nsenter', [`--mount=${r.mntFile}`, 'mount', '--bind', path.join(r.dir, b.sub), b.inside]);
+    }
+  }
+}

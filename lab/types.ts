@@ -1,0 +1,70 @@
+/** The lab's public types (hosts, VMs, status, options) and its error. */
+import type { LabGuestSpec } from './guest';
+
+export interface LabHost {
+  name: string;
+  address: string;
+  uri: string;
+  netns: string;
+  /** Live libvirtd pid, 0 when not running. */
+  pid: number;
+  /** <home>/lab/hosts/<name> */
+  dir: string;
+  storageRoot: string;
+}
+
+export type LabVmState = 'running' | 'paused' | 'shutoff' | 'unknown';
+
+export interface LabVm {
+  name: string;
+  uuid: string;
+  /** Host the VM currently runs on (or is defined on); '' when no reachable host has it. */
+  host: string;
+  state: LabVmState;
+  /** Path of its disk inside whichever host has it (the same on every host). */
+  diskPath: string;
+  /** The guest program in its boot sector (labAddVm), absent for the default VMs (nothing boots). */
+  guest?: LabGuestSpec;
+}
+
+export interface LabStatus {
+  hosts: LabHost[];
+  vms: LabVm[];
+}
+
+export interface LabUpOptions {
+  home: string;
+  hosts: number;
+  vms: number;
+  /** First three octets of the lab's /24, default '10.213.77'. Must not be in use by another interface. */
+  subnet?: string;
+  /**
+   * Names this lab's pieces: hosts `<prefix>-h<k>` (netns the same), bridge `<prefix>br0`, veths
+   * `<prefix>-h<k>-v`. 1..8 characters of [a-z0-9], default `ferry`.
+   */
+  prefix?: string;
+  /** Default 128. */
+  vmMemoryMiB?: number;
+  /** Random data at the start of each VM disk, default 32 MiB (the disk is max(64, this) MiB). */
+  randomDataMiB?: number;
+  /** Progress lines (default: silent). */
+  log?: (line: string) => void;
+}
+
+/** What the lab refuses (bad options, not root, missing tools) or fails at (a daemon that does not come up). */
+export class LabError extends Error {
+  override readonly name = 'LabError';
+}
+
+export interface LabAddVmOptions {
+  /** Domain name, unique in the lab ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}). */
+  name: string;
+  /** The guest program in the boot sector, e.g. `{ kind: 'dirty', regionMiB: 96, pagesPerSec: 2560 }`. */
+  guest: LabGuestSpec;
+  /** Lab host to create it on; default the first. */
+  host?: string;
+  /** Default 128. */
+  memoryMiB?: number;
+  /** Random data at the start of the disk (after the boot sector), default 32 MiB; disk max(64, this) MiB. */
+  randomDataMiB?: number;
+}

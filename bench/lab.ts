@@ -182,7 +182,7 @@ async function stopWorld(w: World): Promise<void> {
   }
   w.hv.close();
   await w.inv.close();
-  await labDown(w.home);
+  await labDown(w.home, { prefix: labNaming().prefix });
   fs.rmSync(w.home, { recursive: true, force: true });
 }
 

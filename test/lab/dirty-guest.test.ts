@@ -52,7 +52,7 @@ describe.skipIf(!canRun)('the dirtying guest on the lab', () => {
 
   afterAll(async () => {
     if (!home) return;
-    await labDown(home);
+    await labDown(home, { prefix: labNaming().prefix });
     rmSync(home, { recursive: true, force: true });
   }, 300_000);
 

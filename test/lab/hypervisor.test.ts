@@ -75,7 +75,7 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
       if (h1) await startHostDaemon(home, h1.name).catch(() => undefined);
       if (h2) await startHostDaemon(home, h2.name).catch(() => undefined);
     } finally {
-      await labDown(home);
+      await labDown(home, { prefix: labNaming().prefix });
       rmSync(home, { recursive: true, force: true });
     }
   }, 300_000);

@@ -99,7 +99,7 @@ describe.skipIf(!canRun)('lab (real libvirt)', () => {
 
   afterAll(async () => {
     if (!home) return;
-    await labDown(home).catch(() => undefined);
+    await labDown(home, { prefix }).catch(() => undefined);
     fs.rmSync(home, { recursive: true, force: true });
   });
 
@@ -241,7 +241,7 @@ describe.skipIf(!canRun)('lab (real libvirt)', () => {
     try {
       await run('ip', ['link', 'add', 'name', `${decoy}-h1-v`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', `${decoy}-h1`]);
 
-      await labDown(home);
+      await labDown(home, { prefix });
 
       expect(fs.readdirSync('/run/netns')).toContain(`${decoy}-h1`);
       const left = JSON.parse((await run('ip', ['-j', 'link', 'show'])).stdout) as { ifname: string }[];
@@ -261,6 +261,6 @@ describe.skipIf(!canRun)('lab (real libvirt)', () => {
     expect(await labStatus(home)).toEqual({ hosts: [], vms: [] });
 
     // and once more: nothing up is fine
-    await labDown(home);
+    await labDown(home, { prefix });
   });
 });

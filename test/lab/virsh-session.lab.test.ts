@@ -31,7 +31,7 @@ describe.skipIf(!canRun)('virsh sessions on the lab', () => {
   afterAll(async () => {
     session.close();
     if (home) {
-      await labDown(home);
+      await labDown(home, { prefix: labNaming().prefix });
       rmSync(home, { recursive: true, force: true });
     }
   }, 120_000);

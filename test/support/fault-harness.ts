@@ -255,7 +255,7 @@ export async function startFaultLab(o: { hosts: number; vms: number; taskQueue?:
       await inventory.close().catch(() => undefined);
       await connection.close().catch(() => undefined);
       await server.stop().catch(() => undefined);
-      await labDown(home);
+      await labDown(home, { prefix: labNaming().prefix });
       if (!process.env['FERRY_KEEP_FAULT_HOME']) fs.rmSync(home, { recursive: true, force: true });
     },
   };

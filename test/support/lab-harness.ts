@@ -82,7 +82,7 @@ export async function startLabHarness(o: { hosts: number; vms: number; taskQueue
       await running.catch(() => undefined);
       await inventory.close();
       await env.teardown();
-      await labDown(home);
+      await labDown(home, { prefix: labNaming().prefix });
       fs.rmSync(home, { recursive: true, force: true });
     },
   };

@@ -97,30 +97,24 @@ export function compareDisks(known: DiskRecord[], dom: DomainInfo): string[] {
 }
 
 /**
- * Ferry migrates disks into the same path on the target, so a VM's disks must share one directory of its
- * own strictly under the host's storage root (e.g. <root>/<uuid>/disk0.qcow2). Returns that directory.
+ * The VM's disks as Ferry can move them: file-backed, at clean absolute paths (libvirt copies each to the same
+ * path on the target), with safe volume names. Any layout: per-VM directories, flat pools holding many VMs'
+ * disks (libvirt's `default`), several directories. Returns the first disk's directory.
  */
-export function checkStorageLayout(vmName: string, disks: DiskRecord[], storageRoot: string): string {
-  if (disks.length === 0) {
+export function checkDiskPaths(vmName: string, disks: DiskRecord[]): string {
+  const [first] = disks;
+  if (first === undefined) {
     throw nonRetryable(FailureType.UnsupportedVm, `VM ${vmName} has no file-backed disks; Ferry migrates VMs with local disks`);
   }
-  const dirs = new Set(disks.map((d) => dirnameOf(d.path)));
-  const [dir] = [...dirs];
-  if (dirs.size !== 1 || dir === undefined) {
-    throw nonRetryable(FailureType.UnsupportedVm, `the disks of ${vmName} are spread over ${[...dirs].join(', ')}; Ferry needs them in one per-VM directory`);
-  }
-  if (!isStrictlyInside(dir, storageRoot) || dirnameOf(dir) !== storageRoot.replace(/\/+$/, '')) {
-    throw nonRetryable(
-      FailureType.UnsupportedVm,
-      `the disks of ${vmName} live in ${dir}, which is not a per-VM directory directly under the storage root ${storageRoot}`,
-    );
-  }
   for (const d of disks) {
+    if (normalizeAbsolute(d.path) !== d.path) {
+      throw nonRetryable(FailureType.UnsupportedVm, `disk ${d.path} of ${vmName} is not a clean absolute path`);
+    }
     if (!isVolumeName(d.name) || basenameOf(d.path) !== d.name) {
       throw nonRetryable(FailureType.UnsupportedVm, `disk ${d.path} of ${vmName} has an unsafe or inconsistent volume name "${d.name}"`);
     }
   }
-  return dir;
+  return dirnameOf(first.path);
 }
 
 // ---- target ------------------------------------------------------------------------------------------

@@ -4,15 +4,26 @@
  */
 import { Context } from '@temporalio/activity';
 import type { HostRef } from '../common/migration';
-import type { DiskRecord, HistoryRecord } from '../common/types';
+import type { DiskRecord, HistoryRecord, HostRecord } from '../common/types';
+import { basenameOf, vmPoolName } from '../common/names';
+import type { PoolInfo } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { guarded } from './failures';
+import { isPerVmDirectory, samePath } from './storage-plan';
 
 export interface CleanSourceInput {
   source: HostRef;
   vmUuid: string;
   disks: DiskRecord[];
   storageDir: string;
+  /** Paths of the disks that were copied (the rest are on storage the target shares). Absent: every disk. */
+  copied?: string[];
+}
+
+/** A pool Ferry may remove from the source: the VM's own per-VM directory, never `default` or a flat one. */
+export function heldOnlyThisVm(pool: PoolInfo, vmUuid: string, host: Pick<HostRecord, 'storageRoot'> | null): boolean {
+  if (pool.name === 'default' || !isPerVmDirectory(pool.path, host)) return false;
+  return pool.name === vmPoolName(vmUuid) || basenameOf(pool.path) === vmUuid;
 }
 
 export interface CleanSourceResult {
@@ -30,33 +41,50 @@ export function finishingActivities({ inventory, hv }: ActivityRuntime) {
       });
     },
 
-    /** Removes the VM's old disks, and its pool + directory when nothing else is in them, from the source. */
+    /**
+     * Removes the VM's old copied disks from the source — never a shared one (it is the disk the VM runs on now),
+     * never a file a domain there still uses — and a pool + directory only when Ferry can prove it held only
+     * this VM: its per-VM directory (directly under the storage root, Ferry's pool or named after the VM),
+     * now empty. The `default` pool, other pools and directories with other files stay.
+     */
     async cleanSource(input: CleanSourceInput): Promise<CleanSourceResult> {
       return guarded(async () => {
+        const { source, vmUuid } = input;
         const removed: string[] = [];
         const warnings: string[] = [];
-        const dom = await hv.getDomain(input.source.uri, input.vmUuid);
-        if (dom !== null) {
-          warnings.push(`${input.source.name} still has domain ${input.vmUuid} (${dom.state}); its storage was left in place`);
+        const domains = await hv.listDomains(source.uri);
+        const dom = domains.find((d) => d.uuid === vmUuid);
+        if (dom !== undefined) {
+          warnings.push(`${source.name} still has domain ${vmUuid} (${dom.state}); its storage was left in place`);
           return { removed, warnings };
         }
+        const host = await inventory.getHost(source.name);
+        const copied = input.copied === undefined ? input.disks : input.disks.filter((d) => input.copied?.includes(d.path));
         const pools = new Set<string>();
-        for (const disk of input.disks) {
-          const pool = await hv.poolOfVolume(input.source.uri, disk.path);
-          if (pool === null) continue; // already deleted by an earlier attempt, or not in any libvirt pool
-          pools.add(pool);
-          if (await hv.deleteVolume(input.source.uri, pool, disk.name)) removed.push(disk.path);
-        }
-        for (const pool of pools) {
-          const info = (await hv.listPools(input.source.uri)).find((p) => p.name === pool);
-          if (!info || info.path !== input.storageDir) continue; // a shared pool: keep it
-          const left = await hv.listVolumes(input.source.uri, pool);
-          if (left.length > 0) {
-            warnings.push(`${input.storageDir} on ${input.source.name} still holds ${left.map((v) => v.name).join(', ')}; kept`);
+        for (const disk of copied) {
+          const user = domains.find((d) => d.files.some((f) => samePath(f, disk.path)));
+          if (user !== undefined) {
+            warnings.push(`${disk.path} on ${source.name} is used by domain ${user.name}; kept`);
             continue;
           }
-          await hv.removeStorageDirectory(input.source.uri, pool);
-          removed.push(input.storageDir);
+          const pool = await hv.poolOfVolume(source.uri, disk.path);
+          if (pool === null) continue; // already deleted by an earlier attempt, or not in any libvirt pool
+          pools.add(pool);
+          if (await hv.deleteVolume(source.uri, pool, disk.name)) removed.push(disk.path);
+          for (const r of await inventory.listArtifacts({ host: source.name, kind: 'volume', path: disk.path })) await inventory.markArtifact(r, 'removed');
+        }
+        const all = await hv.listPools(source.uri);
+        for (const name of pools) {
+          const info = all.find((p) => p.name === name);
+          if (!info || !heldOnlyThisVm(info, vmUuid, host)) continue; // a shared or flat pool (e.g. default): keep it
+          const left = await hv.listVolumes(source.uri, name);
+          if (left.length > 0) {
+            warnings.push(`${info.path} on ${source.name} still holds ${left.map((v) => v.name).join(', ')}; kept`);
+            continue;
+          }
+          await hv.removeStorageDirectory(source.uri, name);
+          removed.push(info.path);
+          for (const r of await inventory.listArtifacts({ host: source.name, path: info.path })) await inventory.markArtifact(r, 'removed');
         }
         return { removed, warnings };
       });

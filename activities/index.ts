@@ -3,7 +3,8 @@
  * Each one can be retried after a partial success (or a worker crash) and ends in the same place.
  *
  *   inventory.ts   read the VM (step 2), claim a target (3), VM records, evacuation bookkeeping, sync
- *   storage.ts     the create tasks on the target (4) and their undoing
+ *   storage-plan.ts  step 3's storage check: each disk shared (probe) or copied, and where copies go
+ *   storage.ts     the create tasks on the target (4) and their undoing, by provenance
  *   migration.ts   the live migration (5: migration-run.ts), abort, tune, post-copy, where the VM runs
  *   finishing.ts   success bookkeeping, source cleanup, capacity, history and metrics (6)
  *   checks.ts      the pre-conditions, as named checks; locate.ts: libvirt's account of a VM
@@ -13,20 +14,23 @@ import { finishingActivities } from './finishing';
 import { inventoryActivities } from './inventory';
 import { migrationActivities } from './migration';
 import { storageActivities } from './storage';
+import { planningActivities } from './storage-plan';
 
 export type { ActivityDeps } from './context';
 export type { ClaimTargetInput, ClaimTargetResult } from './inventory';
-export type { TargetStorageInput } from './storage';
+export type { TargetStorageInput, DirectoryTaskInput, DiskTaskInput } from './storage';
+export type { PlanStorageInput, PlanStorageResult } from './storage-plan';
 export type { MigrateVmInput } from './migration-run';
 export type { LocateInput } from './migration';
 export type { CleanSourceInput, CleanSourceResult } from './finishing';
-export { checkStorageLayout, compareDisks } from './checks';
+export { checkDiskPaths, compareDisks } from './checks';
 export { hostRef, migrationStats } from './locate';
 
 export function createActivities(deps: ActivityDeps) {
   const rt = activityRuntime(deps);
   return {
     ...inventoryActivities(rt),
+    ...planningActivities(rt),
     ...storageActivities(rt),
     ...migrationActivities(rt),
     ...finishingActivities(rt),

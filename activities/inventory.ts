@@ -11,7 +11,7 @@ import { syncInventory } from '../inventory/sync';
 import { PlacementError } from '../inventory/placement';
 import type { ActivityRuntime } from './context';
 import {
-  checkStorageLayout,
+  checkDiskPaths,
   disksMatch,
   domainMatches,
   domainPresent,
@@ -30,6 +30,8 @@ export interface ClaimTargetInput {
   workflowId: string;
   targetHost: string | null;
   limits: MigrationLimits;
+  /** Hosts this migration's storage check refused: not chosen again. */
+  excludeHosts?: string[];
 }
 
 /** A claimed target, or why the migration has to wait for a slot (a limit, or every fitting host busy). */
@@ -50,7 +52,7 @@ export function inventoryActivities({ inventory, hv }: ActivityRuntime) {
         const dom = domainPresent(vm, host, await hv.getDomain(host.uri, vm.uuid));
         domainMatches(vm, host, dom);
         disksMatch(vm, host, dom);
-        const storageDir = checkStorageLayout(vm.name, vm.disks, host.storageRoot);
+        const storageDir = checkDiskPaths(vm.name, vm.disks);
         const diskBytes = vm.disks.reduce((s, d) => s + d.sizeBytes, 0);
         return {
           uuid: vm.uuid,
@@ -77,6 +79,7 @@ export function inventoryActivities({ inventory, hv }: ActivityRuntime) {
             vcpus: input.vm.vcpus,
             storageBytes: input.vm.disks.reduce((s, d) => s + d.sizeBytes, 0),
             ...(input.targetHost !== null ? { fixedTarget: input.targetHost } : {}),
+            ...(input.excludeHosts?.length ? { excludeHosts: input.excludeHosts } : {}),
             limits: input.limits,
           })
           .catch((err: unknown) => {

@@ -88,9 +88,10 @@ export function migrationStats(job: JobInfo, now = new Date()): MigrationStats {
 
 /**
  * libvirt's completed-job statistics, read on the target (the source's are gone with --undefinesource).
- * They count memory only; the disk mirror copies each disk's full virtual size, added here.
+ * They count memory only; the disk mirror copies each copied disk's full virtual size, added here (`disks`:
+ * the copied ones — a disk on shared storage crosses no wire).
  */
-export async function completedStats(hv: Hypervisor, target: HostRef, uuid: string, disks: DiskRecord[]): Promise<CompletedMigrationStats> {
+export async function completedStats(hv: Hypervisor, target: HostRef, uuid: string, disks: readonly Pick<DiskRecord, 'sizeBytes'>[]): Promise<CompletedMigrationStats> {
   const job = await hv.completedJobInfo(target.uri, uuid);
   if (job === null) return { totalTimeMs: null, downtimeMs: null, bytesTransferred: null };
   const diskBytes = disks.reduce((sum, d) => sum + d.sizeBytes, 0);

@@ -12,7 +12,7 @@
  *   }
  */
 import { Context } from '@temporalio/activity';
-import type { CompletedMigrationStats, HostRef, LimitFired, MigrationStats } from '../common/migration';
+import type { CompletedMigrationStats, HostRef, LimitFired, MigrationStats, PlannedDisk } from '../common/migration';
 import type { DiskRecord } from '../common/types';
 import type { ConvergencePolicy } from '../common/validation';
 import { isJobActive } from '../hypervisor/port';
@@ -28,6 +28,11 @@ export interface MigrateVmInput {
   convergence: ConvergencePolicy;
   pool: string;
   disks: DiskRecord[];
+  /**
+   * The storage plan's disks: only `copied` ones are copied (`--migrate-disks`), into their pools. Absent (a
+   * migration started before storage plans): every disk, into `pool`.
+   */
+  plannedDisks?: PlannedDisk[];
   /** Upper bound for the virsh client (the workflow's timer is the real deadline). */
   clientTimeoutMs: number;
 }
@@ -61,12 +66,20 @@ export class MigrationRun {
   private startedAt = 0;
   private lastSignalAt = 0;
   private stalled: LimitFired | null = null;
+  /** The disks libvirt copies, each with the target pool of its pre-created volume. */
+  private readonly copied: (Pick<DiskRecord, 'target' | 'name' | 'sizeBytes' | 'format'> & { pool: string })[];
+  private readonly copyDisks: string[] | undefined;
 
   constructor(
     private readonly rt: ActivityRuntime,
     private readonly input: MigrateVmInput,
   ) {
     this.prior = (this.ctx.info.heartbeatDetails as MigrateHeartbeat | undefined) ?? { startedByAttempt: null };
+    const planned = input.plannedDisks;
+    this.copied = planned
+      ? planned.filter((d) => d.layout === 'copied').map((d) => ({ ...d, pool: d.pool ?? input.pool }))
+      : input.disks.map((d) => ({ ...d, pool: input.pool }));
+    this.copyDisks = planned ? this.copied.map((d) => d.target) : undefined;
     this.monitor = new ConvergenceMonitor(input.convergence, rt.hv, input.source.uri, input.vmUuid, (c) => rt.report({ convergence: c }));
   }
 
@@ -77,7 +90,8 @@ export class MigrationRun {
    */
   async reconcile(): Promise<MigrationVerdict | null> {
     const { hv } = this.rt;
-    const { source, target, vmUuid, disks } = this.input;
+    const { source, target, vmUuid } = this.input;
+    const disks = this.copied;
     const startedBy = this.prior.startedByAttempt;
     if (this.ctx.info.attempt === 1 && startedBy === null) return null;
     for (;;) {
@@ -95,8 +109,9 @@ export class MigrationRun {
     if (startedBy !== null) {
       return { kind: 'failed', message: `the migration started by attempt ${startedBy} ended without moving the VM (no libvirt job, VM running on ${source.name})` };
     }
-    // An earlier attempt may have begun copying: never let a copy land on stale target data.
-    for (const d of disks) await hv.recreateVolume(target.uri, this.input.pool, d.name, d.sizeBytes, d.format);
+    // An earlier attempt may have begun copying: never let a copy land on stale target data (these volumes are
+    // this run's own: its create tasks made them).
+    for (const d of disks) await hv.recreateVolume(target.uri, d.pool, d.name, d.sizeBytes, d.format, { replace: true });
     return null;
   }
 
@@ -111,6 +126,7 @@ export class MigrationRun {
         ...(bandwidthMiBps !== null ? { bandwidthMiBps } : {}),
         autoConverge: convergence.autoConverge,
         postCopy: convergence.postCopy,
+        ...(this.copyDisks !== undefined ? { copyDisks: this.copyDisks } : {}),
         clientTimeoutMs,
         signal: this.ctx.cancellationSignal,
       })
@@ -145,7 +161,8 @@ export class MigrationRun {
   /** What libvirt says happened, once the client has returned: believe libvirt, not the client's exit status. */
   async verdict(): Promise<MigrationVerdict> {
     const { hv } = this.rt;
-    const { source, target, vmUuid, disks } = this.input;
+    const { source, target, vmUuid } = this.input;
+    const disks = this.copied;
     const result = this.result;
     if (result === null) throw new Error('MigrationRun.verdict() before the client returned');
     // Cancelled while a poll was in flight: the killed client's error is ours, not libvirt's.

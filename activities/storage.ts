@@ -1,83 +1,207 @@
 /**
  * Storage on the target: the create tasks of step 4 (directory, pool, each disk — each its own activity
- * whose retry policy's maximumAttempts is the failure threshold) and their undoing by compensation, which
- * refuses to act where the VM runs.
+ * whose retry policy's maximumAttempts is the failure threshold) and their undoing by compensation.
+ *
+ * Ownership by provenance: each task records in the inventory what it is about to create, for this run
+ * (workflow ID + run ID), before it creates it; "directory" and "pool" only create what is missing (an
+ * existing pool such as libvirt's `default` is used, never removed). Compensation deletes only what this
+ * run's records prove it created, never a file a domain on the target uses, and a directory only when empty.
  */
-import type { CreateTaskResult, HostRef } from '../common/migration';
-import type { DiskRecord } from '../common/types';
-import { normalizeAbsolute } from '../common/names';
+import { Context } from '@temporalio/activity';
+import type { CreateTaskResult, HostRef, RunRef } from '../common/migration';
+import type { DiskRecord, StorageArtifactRecord } from '../common/types';
+import { FailureType } from '../common/failures';
+import { LibvirtError } from '../hypervisor/errors';
+import type { Hypervisor } from '../hypervisor/port';
+import type { Inventory } from '../inventory/store';
 import type { ActivityRuntime } from './context';
 import { safeVolumeName, targetDoesNotRunVm, targetKeepsStorageThere } from './checks';
-import { guarded } from './failures';
+import { guarded, nonRetryable } from './failures';
 import { assertNotRunningOn } from './locate';
+import { poolOn, samePath } from './storage-plan';
 
 export interface TargetStorageInput {
   target: HostRef;
   vmUuid: string;
   pool: string;
+  /** The create task's name in the workflow's attempt counts (default: directory / pool / disk:<name>). */
+  task?: string;
+}
+
+/** The directory task: `poolExists` and `dirExists` come from the storage plan (absent: create both, as before). */
+export interface DirectoryTaskInput extends TargetStorageInput {
+  path: string;
+  poolExists?: boolean;
+  dirExists?: boolean;
+}
+
+export interface DiskTaskInput extends TargetStorageInput {
+  disk: DiskRecord;
+  /** The plan proved the same-name file on the target a leftover of an earlier Ferry migration of this VM. */
+  replacesLeftover?: boolean;
+}
+
+/** The run calling this activity: provenance records carry it. */
+export function currentRun(): RunRef {
+  const wf = Context.current().info.workflowExecution;
+  return { workflowId: wf?.workflowId ?? '', runId: wf?.runId ?? '' };
 }
 
 export function storageActivities({ inventory, hv, noteAttempt }: ActivityRuntime) {
+  const record = (target: HostRef, kind: StorageArtifactRecord['kind'], path: string, pool: string, vmUuid: string) => ({
+    host: target.name,
+    kind,
+    path,
+    pool,
+    vmUuid,
+    ...currentRun(),
+  });
+
   return {
-    /** Create task 1: the VM's storage directory on the target (through a defined dir pool). */
-    async createStorageDirectory(input: TargetStorageInput & { path: string }): Promise<CreateTaskResult> {
-      const attempt = await noteAttempt('directory');
+    /** Create task 1: the directory on the target, through a dir pool — only if there is no pool on it yet. */
+    async createStorageDirectory(input: DirectoryTaskInput): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt(input.task ?? 'directory');
       return guarded(async () => {
-        targetKeepsStorageThere(input.target, await inventory.getHost(input.target.name), input.path);
-        targetDoesNotRunVm(input.target, input.vmUuid, await hv.getDomain(input.target.uri, input.vmUuid));
-        await hv.createStorageDirectory(input.target.uri, input.pool, input.path);
-        return { attempt };
+        const { target, path, pool } = input;
+        targetDoesNotRunVm(target, input.vmUuid, await hv.getDomain(target.uri, input.vmUuid));
+        if (input.poolExists) {
+          if (!poolOn(await hv.listPools(target.uri), path)) {
+            throw new Error(`the pool on ${path} the storage plan found on ${target.name} is gone: planning again`);
+          }
+          return { attempt, created: false };
+        }
+        if (input.dirExists) {
+          // A directory that is there already: define our pool on it, never build (owner and mode stay).
+          await hv.definePool(target.uri, pool, path);
+          await inventory.recordArtifact(record(target, 'pool', path, pool, input.vmUuid), 'created');
+          return { attempt, created: false };
+        }
+        // Ferry creates directories only directly under the target's storage root.
+        targetKeepsStorageThere(target, await inventory.getHost(target.name), path);
+        const dir = record(target, 'directory', path, pool, input.vmUuid);
+        await inventory.recordArtifact(dir); // before it is built: a crash after the build still knows it is ours
+        try {
+          await hv.createStorageDirectory(target.uri, pool, path);
+        } catch (err) {
+          // Refused (another owner's pool there, our name elsewhere): nothing was built, nothing is ours.
+          if (err instanceof LibvirtError && err.kind === 'exists') await inventory.markArtifact(dir, 'removed');
+          throw err;
+        }
+        await inventory.recordArtifact(record(target, 'pool', path, pool, input.vmUuid), 'created');
+        await inventory.markArtifact(dir, 'created');
+        return { attempt, created: true };
       });
     },
 
-    /** Create task 2: start (and autostart) the pool on that directory. */
-    async createStoragePool(input: TargetStorageInput): Promise<CreateTaskResult> {
-      const attempt = await noteAttempt('pool');
+    /** Create task 2: the pool started (Ferry's own also autostarted); an existing pool is only started if it is not. */
+    async createStoragePool(input: TargetStorageInput & { poolExists?: boolean }): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt(input.task ?? 'pool');
       return guarded(async () => {
-        await hv.startPool(input.target.uri, input.pool);
-        return { attempt };
+        await hv.startPool(input.target.uri, input.pool, { autostart: !input.poolExists });
+        return { attempt, created: !input.poolExists };
       });
     },
 
-    /** Create task 3..n: one empty volume with the disk's name, size and format (a stale one is replaced). */
-    async createDisk(input: TargetStorageInput & { disk: DiskRecord }): Promise<CreateTaskResult> {
-      const attempt = await noteAttempt(`disk:${input.disk.name}`);
+    /**
+     * Create task 3..n: one empty volume with the disk's name, size and format. A file already of that name is
+     * replaced only when it is this run's own (an earlier attempt) or the plan proved it a leftover of an
+     * earlier migration of this VM, and no domain on the target uses it; otherwise the task refuses.
+     */
+    async createDisk(input: DiskTaskInput): Promise<CreateTaskResult> {
+      const attempt = await noteAttempt(input.task ?? `disk:${input.disk.name}`);
       return guarded(async () => {
-        safeVolumeName(input.disk);
-        await hv.recreateVolume(input.target.uri, input.pool, input.disk.name, input.disk.sizeBytes, input.disk.format);
-        return { attempt };
+        const { target, pool, disk } = input;
+        safeVolumeName(disk);
+        const run = currentRun();
+        const prior = await inventory.listArtifacts({ host: target.name, kind: 'volume', path: disk.path });
+        const mine = prior.some((r) => r.workflowId === run.workflowId && r.runId === run.runId);
+        const leftovers = prior.filter((r) => r.vmUuid === input.vmUuid && !(r.workflowId === run.workflowId && r.runId === run.runId));
+        const vol = record(target, 'volume', disk.path, pool, input.vmUuid);
+        await inventory.recordArtifact(vol);
+        try {
+          await hv.recreateVolume(target.uri, pool, disk.name, disk.sizeBytes, disk.format, { replace: false });
+        } catch (err) {
+          if (!(err instanceof LibvirtError && err.kind === 'exists')) throw err;
+          const ours = mine || (input.replacesLeftover === true && leftovers.length > 0);
+          const used = await usedByDomain(hv, target, disk.path);
+          if (!ours || used !== null) {
+            await inventory.markArtifact(vol, 'removed'); // never ours: compensation must not touch it
+            throw nonRetryable(
+              FailureType.StorageConflict,
+              `${target.name} already has ${disk.path}` +
+                (used !== null ? `, which domain ${used} uses` : ', which this migration did not create') +
+                ': it is left untouched; move or remove it, or migrate elsewhere',
+            );
+          }
+          await hv.recreateVolume(target.uri, pool, disk.name, disk.sizeBytes, disk.format, { replace: true });
+          for (const r of leftovers) await inventory.markArtifact(r, 'removed');
+        }
+        await inventory.markArtifact(vol, 'created');
+        return { attempt, created: true };
       });
     },
 
-    // ---- compensation on the target: each refuses to act if the VM runs there ----
+    // ---- compensation on the target: only what this run created; never where the VM or another domain runs ----
 
-    async deleteDisk(input: TargetStorageInput & { name: string }): Promise<void> {
+    async deleteDisk(input: TargetStorageInput & { name: string; path?: string }): Promise<void> {
       return guarded(async () => {
-        await assertNotRunningOn(hv, input.target, input.vmUuid, `delete volume ${input.name}`);
-        await hv.deleteVolume(input.target.uri, input.pool, input.name);
+        const { target, pool, name } = input;
+        await assertNotRunningOn(hv, target, input.vmUuid, `delete volume ${name}`);
+        const path = input.path ?? (await volumePath(hv, target, pool, name));
+        if (path === null) return;
+        const mine = await ownRecords(inventory, target, 'volume', path);
+        if (mine.length === 0) return; // not created by this run: not ours to delete
+        const used = await usedByDomain(hv, target, path);
+        if (used !== null) throw nonRetryable(FailureType.UnsafeCleanup, `refusing to delete ${path} on ${target.name}: domain ${used} uses it`);
+        await hv.deleteVolume(target.uri, pool, name);
+        for (const r of mine) await inventory.markArtifact(r, 'removed');
       });
     },
 
-    async stopStoragePool(input: TargetStorageInput): Promise<void> {
+    async stopStoragePool(input: TargetStorageInput & { path?: string }): Promise<void> {
       return guarded(async () => {
         await assertNotRunningOn(hv, input.target, input.vmUuid, `stop pool ${input.pool}`);
+        const pool = (await hv.listPools(input.target.uri)).find((p) => p.name === input.pool);
+        if (!pool || (input.path !== undefined && !samePath(pool.path, input.path))) return;
+        if ((await ownRecords(inventory, input.target, 'pool', pool.path)).length === 0) return; // an existing pool: left as it was
         await hv.stopPool(input.target.uri, input.pool);
       });
     },
 
     /**
-     * `path`: the VM's storage directory. A pool of our name on ANOTHER directory was not made by this
-     * migration (its directory task refused it): it and its files are left alone.
+     * `path`: the VM's directory. The pool goes only if this run defined it, the directory only if this run
+     * built it and it is empty (rmdir); a pool of our name on ANOTHER directory was not made by this run.
      */
     async removeStorageDirectory(input: TargetStorageInput & { path?: string }): Promise<void> {
       return guarded(async () => {
-        await assertNotRunningOn(hv, input.target, input.vmUuid, `remove the storage directory of pool ${input.pool}`);
-        if (input.path !== undefined) {
-          const pool = (await hv.listPools(input.target.uri)).find((p) => p.name === input.pool);
-          if (pool && normalizeAbsolute(pool.path) !== normalizeAbsolute(input.path)) return;
-        }
-        await hv.removeStorageDirectory(input.target.uri, input.pool);
+        const { target } = input;
+        await assertNotRunningOn(hv, target, input.vmUuid, `remove the storage directory of pool ${input.pool}`);
+        const pool = (await hv.listPools(target.uri)).find((p) => p.name === input.pool);
+        if (!pool || (input.path !== undefined && !samePath(pool.path, input.path))) return;
+        const pools = await ownRecords(inventory, target, 'pool', pool.path);
+        if (pools.length === 0) return;
+        const dirs = await ownRecords(inventory, target, 'directory', pool.path);
+        if (dirs.length > 0) await hv.removeStorageDirectory(target.uri, input.pool);
+        else await hv.forgetPool(target.uri, input.pool); // the directory was there before: it stays
+        for (const r of [...dirs, ...pools]) await inventory.markArtifact(r, 'removed');
       });
     },
   };
+}
+
+/** This run's records of one thing on the target. */
+async function ownRecords(inventory: Inventory, target: HostRef, kind: StorageArtifactRecord['kind'], path: string): Promise<StorageArtifactRecord[]> {
+  return inventory.listArtifacts({ host: target.name, kind, path, ...currentRun() });
+}
+
+/** The name of a domain on the host that references the file (a disk, a cdrom, a backing file), or null. */
+export async function usedByDomain(hv: Hypervisor, host: HostRef, path: string): Promise<string | null> {
+  const doms = await hv.listDomains(host.uri);
+  return doms.find((d) => d.files.some((f) => samePath(f, path)))?.name ?? null;
+}
+
+/** Where a volume of that pool would be (the pool's directory + the name), or null when the pool is gone. */
+async function volumePath(hv: Hypervisor, target: HostRef, pool: string, name: string): Promise<string | null> {
+  const p = (await hv.listPools(target.uri)).find((x) => x.name === pool);
+  return p ? `${p.path.replace(/\/+$/, '')}/${name}` : null;
 }

@@ -29,6 +29,11 @@ export const FailureType = {
   MigrationFailed: 'MigrationFailed',
   /** An operator cancelled the migration; compensated. */
   MigrationCancelled: 'MigrationCancelled',
+  /**
+   * The target holds storage Ferry did not create (or a domain uses) where the VM's copy would go: nothing was
+   * touched; with automatic placement another target is tried.
+   */
+  StorageConflict: 'StorageConflict',
   /** A compensation step refused to act because it would harm a running VM. */
   UnsafeCleanup: 'UnsafeCleanup',
   /**
@@ -47,4 +52,5 @@ export const BAD_INPUT_FAILURES: readonly string[] = [
   FailureType.UnsupportedVm,
   FailureType.NoTargetHost,
   FailureType.VmBusy,
+  FailureType.StorageConflict,
 ];

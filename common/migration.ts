@@ -2,7 +2,7 @@
  * The shapes a migration exposes: its phases, the artifacts it creates, its progress (query) and its report
  * (result, and details of its failure). Sandbox-safe.
  */
-import type { DiskRecord, MigrationResultKind } from './types';
+import type { DiskFormat, DiskRecord, MigrationResultKind } from './types';
 
 export type Phase =
   | 'validating'
@@ -21,11 +21,60 @@ export type Phase =
 
 export const TERMINAL_PHASES: readonly Phase[] = ['migrated', 'aborted', 'timed-out', 'cancelled', 'failed'];
 
-/** Something created on the target, recorded in workflow state before it is created. */
+/**
+ * Something a create task may create on the target, recorded in workflow state before the task runs. Whether
+ * the task really created it (rather than finding it there) is the inventory's provenance record's to say:
+ * compensation deletes only what that record proves this run created.
+ */
 export type Artifact =
   | { kind: 'directory'; host: string; pool: string; path: string }
-  | { kind: 'pool'; host: string; pool: string }
-  | { kind: 'volume'; host: string; pool: string; name: string };
+  | { kind: 'pool'; host: string; pool: string; path?: string }
+  | { kind: 'volume'; host: string; pool: string; name: string; path?: string };
+
+/** The migration run that owns what it creates: provenance records carry it. */
+export interface RunRef {
+  workflowId: string;
+  runId: string;
+}
+
+/** How one disk travels: on storage the target shares (nothing copied, nothing created, never deleted) or copied. */
+export type DiskLayout = 'shared' | 'copied';
+
+export interface PlannedDisk {
+  /** Guest device, e.g. vda: what `--migrate-disks` names. */
+  target: string;
+  name: string;
+  path: string;
+  layout: DiskLayout;
+  sizeBytes: number;
+  format: DiskFormat;
+  /** Copied disks: the target pool that receives the volume. */
+  pool: string | null;
+  /** A leftover of an earlier Ferry migration of this VM (provenance record, not in use) is in its place: replaced. */
+  replacesLeftover: boolean;
+  /** The source disk has a backing chain: the copy on the target is one flattened image. */
+  flattened: boolean;
+}
+
+/** A directory on the target that receives copied disks. */
+export interface PlannedDirectory {
+  path: string;
+  /** The pool that will hold the volumes: an existing one on that directory (used, never removed) or Ferry's own. */
+  pool: string;
+  poolExists: boolean;
+  /** Whether the directory exists on the target already (then Ferry never builds or removes it). */
+  dirExists: boolean;
+}
+
+/**
+ * How the VM's storage reaches one target, decided before any create task: each disk shared or copied (a probe
+ * volume created through the target and looked for from the source, as Nova does), and for copied disks the
+ * directory and pool on the target.
+ */
+export interface StoragePlan {
+  disks: PlannedDisk[];
+  directories: PlannedDirectory[];
+}
 
 export interface HostRef {
   name: string;
@@ -126,6 +175,8 @@ export interface MigrationProgress {
   /** Deadline of the migration step (ISO), once it started. */
   deadline: string | null;
   artifacts: Artifact[];
+  /** Per disk: shared with the target or copied (null until the storage plan is made). */
+  disks: ReportedDisk[] | null;
   /** Attempts per create task, e.g. {"directory": 1, "pool": 1, "disk:disk0.qcow2": 3}. */
   createAttempts: Record<string, number>;
   migration: MigrationStats | null;
@@ -146,6 +197,10 @@ export interface MigrationReport {
   source: string;
   target: string | null;
   createAttempts: Record<string, number>;
+  /** Per disk: shared with the target (not copied) or copied; null when no target was planned. */
+  disks: ReportedDisk[] | null;
+  /** Targets that were refused after the claim (e.g. a same-name volume Ferry did not create), with why. */
+  rejectedTargets: { host: string; reason: string }[];
   durationMs: number;
   downtimeMs: number | null;
   bytesTransferred: number | null;
@@ -165,8 +220,18 @@ export interface MigrationReport {
   warnings: string[];
 }
 
+/** A disk as the progress query and the report show it. `flattened`: a backing chain copied into one image. */
+export interface ReportedDisk {
+  target: string;
+  path: string;
+  layout: DiskLayout;
+  flattened?: boolean;
+}
+
 export interface CreateTaskResult {
   attempt: number;
+  /** Whether this task created something (false: it was there already, e.g. the `default` pool). */
+  created?: boolean;
 }
 
 /** Sent by long-running activities to their workflow so the progress query can show live numbers. */

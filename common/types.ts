@@ -67,6 +67,26 @@ export interface Claim {
   createdAt: string;
 }
 
+/**
+ * Storage a migration created on a host, as the inventory records it (provenance): written BEFORE the thing is
+ * created (`creating`), `created` once it exists, `removed` once Ferry deleted it. Ferry deletes only what such
+ * a record proves it created.
+ */
+export interface StorageArtifactRecord {
+  host: string;
+  kind: 'directory' | 'pool' | 'volume';
+  /** The directory, the pool's directory, or the volume's file. */
+  path: string;
+  pool: string;
+  vmUuid: string;
+  /** The migration run that created it (a VM's migrations share one workflow ID; each run has its own run ID). */
+  workflowId: string;
+  runId: string;
+  state: 'creating' | 'created' | 'removed';
+  createdAt: string;
+  updatedAt: string;
+}
+
 export type MigrationResultKind = 'migrated' | 'aborted' | 'timed-out' | 'cancelled' | 'failed';
 
 export interface HistoryRecord {

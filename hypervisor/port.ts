@@ -28,6 +28,8 @@ export interface DomainDisk {
   format: DiskFormat;
   /** Virtual size in bytes. */
   capacityBytes: number;
+  /** The image's backing file, when it has one (live XML's `<backingStore>`); absent otherwise. */
+  backingFile?: string;
 }
 
 export interface DomainInfo {
@@ -39,8 +41,10 @@ export interface DomainInfo {
   persistent: boolean;
   memoryKiB: number;
   vcpus: number;
-  /** File-backed disks only (cdroms, network disks excluded). */
+  /** Writable file-backed disks only (cdroms, read-only and network disks excluded): what a migration copies. */
   disks: DomainDisk[];
+  /** Every file the domain references (all disks and cdroms, read-only or not, backing chains): never delete these. */
+  files: string[];
 }
 
 export interface StorageInfo {
@@ -136,6 +140,12 @@ export interface MigrateOptions {
   autoConverge?: boolean;
   /** `--postcopy`: the migration may be switched to post-copy later (startPostCopy). */
   postCopy?: boolean;
+  /**
+   * Target devs of the disks to copy into the volumes pre-created on the target (`--copy-storage-all
+   * --migrate-disks`); `[]` copies no disk (every disk is on storage the target shares). Undefined: copy every
+   * writable disk (`--copy-storage-all` alone).
+   */
+  copyDisks?: string[];
   /** Upper bound for the virsh client process, in ms (the job itself is bounded by the workflow timer). */
   clientTimeoutMs?: number;
   /** Aborting this signal kills the local virsh client only; with --p2p the job goes on (use abortJob). */
@@ -155,17 +165,33 @@ export interface Hypervisor {
 
   /** Defines dir pool `pool` on `path` (if not defined) and builds it: the directory exists afterwards. */
   createStorageDirectory(uri: string, pool: string, path: string): Promise<void>;
-  /** Starts the pool (if inactive), marks it autostart, refreshes it. */
-  startPool(uri: string, pool: string): Promise<void>;
-  /** Deletes a volume of that name if present, then creates it empty with the given size and format. */
-  recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat): Promise<void>;
+  /**
+   * Defines dir pool `pool` on an EXISTING directory (nothing is built: the directory's owner and mode stay
+   * as they are). Idempotent; refuses our name on another path and another owner's pool on that directory.
+   */
+  definePool(uri: string, pool: string, path: string): Promise<void>;
+  /** Starts the pool (if inactive), marks it autostart (unless `autostart: false`), refreshes it. */
+  startPool(uri: string, pool: string, opts?: { autostart?: boolean }): Promise<void>;
+  /** Stops and undefines the pool; its directory and files stay. Absent pool = nothing to do. */
+  forgetPool(uri: string, pool: string): Promise<void>;
+  /**
+   * A transient, active dir pool on an existing directory (`pool-create-as`: nothing is built, nothing is
+   * defined; stopPool removes it). Fails `not-found` when the directory does not exist.
+   */
+  createTransientPool(uri: string, pool: string, path: string): Promise<void>;
+  /**
+   * Creates an empty volume with the given size and format. With `replace`, a volume of that name is deleted
+   * first — only for a volume the caller has proven it owns; without it, an existing volume fails `exists`.
+   */
+  recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat, opts?: { replace?: boolean }): Promise<void>;
   /** Deletes the volume; returns false when it was already absent (pool absent counts as absent). */
   deleteVolume(uri: string, pool: string, name: string): Promise<boolean>;
   /** Stops the pool if active (its files stay). */
   stopPool(uri: string, pool: string): Promise<void>;
   /**
-   * Removes the directory behind pool `pool` and the pool: deletes every volume still in it, stops it,
-   * `pool-delete`s the directory and undefines the pool. Absent pool = nothing to do.
+   * Removes the EMPTY directory behind pool `pool` and the pool: stops it, `pool-delete`s (rmdir) the
+   * directory and undefines the pool. A directory that still holds anything fails `invalid` and is kept,
+   * with its pool. Absent pool = nothing to do.
    */
   removeStorageDirectory(uri: string, pool: string): Promise<void>;
   listPools(uri: string): Promise<PoolInfo[]>;
@@ -174,7 +200,7 @@ export interface Hypervisor {
   poolOfVolume(uri: string, path: string): Promise<string | null>;
 
   /**
-   * Live-migrates with `--live --p2p --copy-storage-all --persistent --undefinesource`. Resolves when
+   * Live-migrates with `--live --p2p --persistent --undefinesource` and the disk copy `copyDisks` asks for. Resolves when
    * virsh reports success; rejects with a LibvirtError otherwise. Not idempotent: callers reconcile first.
    */
   migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void>;

@@ -456,7 +456,8 @@ export class VirshHypervisor implements Hypervisor {
     const missing: DomainDisk[] = [];
     for (const d of xml.disks) {
       const size = sizes.get(d.target);
-      const disk: DomainDisk = { target: d.target, path: d.path, format: d.format, capacityBytes: size ?? 0 };
+      const backingFile = xml.backingFiles[d.target];
+      const disk: DomainDisk = { target: d.target, path: d.path, format: d.format, capacityBytes: size ?? 0, ...(backingFile ? { backingFile } : {}) };
       disks.push(disk);
       if (size === undefined || size === null) missing.push(disk);
     }
@@ -470,6 +471,7 @@ export class VirshHypervisor implements Hypervisor {
         memoryKiB: xml.memoryKiB,
         vcpus: xml.vcpus,
         disks,
+        files: xml.files,
       },
       missing,
     };
@@ -505,11 +507,21 @@ export class VirshHypervisor implements Hypervisor {
   // ---------------------------------------------------------------------------------------------- storage
 
   async createStorageDirectory(uri: string, pool: string, path: string): Promise<void> {
+    const what = `createStorageDirectory ${pool} ${path}`;
+    if (await this.definePoolOn(uri, pool, path, what)) return; // an active dir pool has its directory
+    await this.exec(uri, ['pool-build', `--pool=${pool}`], what);
+  }
+
+  /**
+   * `pool-define-as` a dir pool on `path`, idempotently: our pool already there on the same path is fine, our
+   * name on another path or another owner's pool on that directory is refused. True when it is active already.
+   */
+  private async definePoolOn(uri: string, pool: string, path: string, what: string): Promise<boolean> {
     checkName('pool', pool);
     checkPath(path);
-    const what = `createStorageDirectory ${pool} ${path}`;
     try {
       await this.exec(uri, ['pool-define-as', `--name=${pool}`, '--type=dir', `--target=${path}`], what);
+      return false;
     } catch (e) {
       if (!(e instanceof LibvirtError) || e.kind !== 'exists') throw e;
       const other = /Storage source conflict with pool: '([^']*)'/.exec(e.stderr)?.[1];
@@ -534,22 +546,47 @@ export class VirshHypervisor implements Hypervisor {
           e.stderr,
         );
       }
-      if (info.active) return; // an active dir pool has its directory
+      return info.active;
     }
-    await this.exec(uri, ['pool-build', `--pool=${pool}`], what);
   }
 
-  async startPool(uri: string, pool: string): Promise<void> {
+  async forgetPool(uri: string, pool: string): Promise<void> {
+    checkName('pool', pool);
+    const what = `forgetPool ${pool}`;
+    await this.stopPool(uri, pool);
+    await this.undefinePool(uri, pool, what);
+  }
+
+  async startPool(uri: string, pool: string, opts: { autostart?: boolean } = {}): Promise<void> {
     checkName('pool', pool);
     const what = `startPool ${pool}`;
-    const [start, autostart, refresh] = await this.batch(
+    const autostart = opts.autostart !== false;
+    const steps = await this.batch(
       uri,
-      [['pool-start', `--pool=${pool}`], ['pool-autostart', `--pool=${pool}`], ['pool-refresh', `--pool=${pool}`]],
+      [['pool-start', `--pool=${pool}`], ...(autostart ? [['pool-autostart', `--pool=${pool}`]] : []), ['pool-refresh', `--pool=${pool}`]],
       what,
     );
+    const [start] = steps;
     if (start && !start.ok && !/is already active/.test(start.stderr)) throw this.stepError(uri, start, what);
-    this.need(uri, autostart, what);
-    this.need(uri, refresh, what);
+    for (const step of steps.slice(1)) this.need(uri, step, what);
+  }
+
+  async definePool(uri: string, pool: string, path: string): Promise<void> {
+    await this.definePoolOn(uri, pool, path, `definePool ${pool} ${path}`);
+  }
+
+  async createTransientPool(uri: string, pool: string, path: string): Promise<void> {
+    checkName('pool', pool);
+    checkPath(path);
+    const what = `createTransientPool ${pool} ${path}`;
+    try {
+      await this.exec(uri, ['pool-create-as', `--name=${pool}`, '--type=dir', `--target=${path}`], what);
+    } catch (e) {
+      if (e instanceof LibvirtError && /No such file or directory/.test(e.stderr)) {
+        throw new LibvirtError('not-found', `${what} on ${redactUri(uri)}: no directory ${path} there`, e.args, e.stderr);
+      }
+      throw e;
+    }
   }
 
   async recreateVolume(
@@ -558,6 +595,7 @@ export class VirshHypervisor implements Hypervisor {
     name: string,
     capacityBytes: number,
     format: DiskFormat,
+    opts: { replace?: boolean } = {},
   ): Promise<void> {
     checkName('pool', pool);
     checkName('volume', name);
@@ -568,19 +606,17 @@ export class VirshHypervisor implements Hypervisor {
       throw new LibvirtError('invalid', `recreateVolume ${pool}/${name}: unsupported format ${String(format)}`);
     }
     const what = `recreateVolume ${pool}/${name}`;
-    // refresh first: a file left by an earlier attempt must be known to libvirt to be deleted
-    const [refresh, del, create] = await this.batch(
+    const create = ['vol-create-as', `--pool=${pool}`, `--name=${name}`, `--capacity=${capacityBytes}`, `--format=${format}`];
+    // refresh first: a file on disk must be known to libvirt, to be deleted (replace) or to make the create fail
+    const steps = await this.batch(
       uri,
-      [
-        ['pool-refresh', `--pool=${pool}`],
-        ['vol-delete', `--pool=${pool}`, `--vol=${name}`],
-        ['vol-create-as', `--pool=${pool}`, `--name=${name}`, `--capacity=${capacityBytes}`, `--format=${format}`],
-      ],
+      [['pool-refresh', `--pool=${pool}`], ...(opts.replace ? [['vol-delete', `--pool=${pool}`, `--vol=${name}`]] : []), create],
       what,
     );
+    const [refresh, del, made] = opts.replace ? steps : [steps[0], undefined, steps[1]];
     this.need(uri, refresh, what);
     if (del && !del.ok && this.kindOf(del) !== 'not-found') throw this.stepError(uri, del, what);
-    this.need(uri, create, what);
+    this.need(uri, made, what);
   }
 
   async deleteVolume(uri: string, pool: string, name: string): Promise<boolean> {
@@ -617,7 +653,7 @@ export class VirshHypervisor implements Hypervisor {
   async removeStorageDirectory(uri: string, pool: string): Promise<void> {
     checkName('pool', pool);
     const what = `removeStorageDirectory ${pool}`;
-    // The pool must be active to list and delete its volumes.
+    // The pool must be active to see what it holds.
     const [start, refresh, list] = await this.batch(
       uri,
       [['pool-start', `--pool=${pool}`], ['pool-refresh', `--pool=${pool}`], ['vol-list', `--pool=${pool}`]],
@@ -632,22 +668,13 @@ export class VirshHypervisor implements Hypervisor {
       if (!/is already active/.test(start.stderr)) throw this.stepError(uri, start, what);
     }
     this.need(uri, refresh, what);
-    const paths = this.parse(uri, what, () => parseVolListPaths(this.need(uri, list, what)));
-    const steps = await this.batch(
-      uri,
-      [
-        ...paths.map((p) => ['vol-delete', `--pool=${pool}`, `--vol=${p}`]),
-        ['pool-destroy', `--pool=${pool}`],
-        ['pool-delete', `--pool=${pool}`],
-      ],
-      what,
-    );
-    steps.slice(0, paths.length).forEach((s) => {
-      if (!s.ok && this.kindOf(s) !== 'not-found') throw this.stepError(uri, s, what);
-    });
-    const destroy = steps[paths.length];
-    const del = steps[paths.length + 1];
+    const held = this.parse(uri, what, () => parseVolListPaths(this.need(uri, list, what)));
+    if (held.length > 0) {
+      throw new LibvirtError('invalid', `${what} on ${redactUri(uri)}: the directory still holds ${held.join(', ')}; kept with its pool`);
+    }
+    const [destroy, del] = await this.batch(uri, [['pool-destroy', `--pool=${pool}`], ['pool-delete', `--pool=${pool}`]], what);
     if (destroy && !destroy.ok && !/is not active/.test(destroy.stderr)) throw this.stepError(uri, destroy, what);
+    // pool-delete of a dir pool is rmdir: it fails on anything libvirt did not list (hidden files) and keeps it.
     if (del && !del.ok && !/No such file or directory/.test(del.stderr)) throw this.stepError(uri, del, what);
     // Only now: undefining while the directory still exists would orphan it (libvirt is our only channel).
     await this.undefinePool(uri, pool, what);
@@ -732,7 +759,12 @@ export class VirshHypervisor implements Hypervisor {
   async migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void> {
     checkUuid(uuid);
     checkUri(targetUri);
-    const args = ['migrate', '--live', '--p2p', '--copy-storage-all', '--persistent', '--undefinesource'];
+    const args = ['migrate', '--live', '--p2p', '--persistent', '--undefinesource'];
+    if (opts.copyDisks === undefined) args.push('--copy-storage-all');
+    else if (opts.copyDisks.length > 0) {
+      for (const dev of opts.copyDisks) checkName('disk', dev);
+      args.push('--copy-storage-all', `--migrate-disks=${opts.copyDisks.join(',')}`);
+    }
     if (opts.bandwidthMiBps !== undefined) {
       if (!Number.isSafeInteger(opts.bandwidthMiBps) || opts.bandwidthMiBps <= 0) {
         throw new LibvirtError('invalid', `migrate ${uuid}: bandwidth must be a positive integer MiB/s, got ${opts.bandwidthMiBps}`);

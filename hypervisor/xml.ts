@@ -139,6 +139,21 @@ export interface DomainXml {
   disks: DomainXmlDisk[];
   /** Target devs of disks that are not file-backed but will still be copied by --copy-storage-all. */
   otherDisks: string[];
+  /**
+   * Every file the domain's disks reference, whatever the device (disk, cdrom, floppy), read-only or not,
+   * with their backing chains as far as the XML shows them: what must never be deleted while it is defined.
+   */
+  files: string[];
+  /** Per disk target: the first file of its backing chain, where the XML shows one (live XML does). */
+  backingFiles: Record<string, string>;
+}
+
+/** The `<source file>` of a disk and of every `<backingStore>` below it. */
+function chainFiles(node: XNode | undefined, out: string[]): void {
+  for (let n = node; n !== undefined; n = child(n, 'backingStore')) {
+    const file = attr(child(n, 'source'), 'file');
+    if (file !== undefined) out.push(file);
+  }
 }
 
 /** Parses `virsh dumpxml` output. */
@@ -156,7 +171,10 @@ export function parseDomainXml(xml: string): DomainXml {
 
   const disks: DomainXmlDisk[] = [];
   const otherDisks: string[] = [];
+  const files: string[] = [];
+  const backingFiles: Record<string, string> = {};
   for (const disk of children(child(dom, 'devices'), 'disk')) {
+    chainFiles(disk, files);
     const device = attr(disk, 'device') ?? 'disk';
     const type = attr(disk, 'type') ?? 'file';
     const target = attr(child(disk, 'target'), 'dev');
@@ -173,6 +191,8 @@ export function parseDomainXml(xml: string): DomainXml {
       continue;
     }
     disks.push({ target, path: file, format: driverType });
+    const backing = attr(child(child(disk, 'backingStore'), 'source'), 'file');
+    if (backing !== undefined) backingFiles[target] = backing;
   }
 
   return {
@@ -184,6 +204,8 @@ export function parseDomainXml(xml: string): DomainXml {
     maxVcpus,
     disks,
     otherDisks,
+    files: [...new Set(files)],
+    backingFiles,
   };
 }
 

@@ -11,6 +11,7 @@ import type {
   HostRecord,
   HostState,
   MigrationResultKind,
+  StorageArtifactRecord,
   VmRecord,
   VmState,
 } from '../common/types';
@@ -33,6 +34,8 @@ import {
 } from './placement';
 import { migrate } from './schema';
 import type {
+  ArtifactFilter,
+  ArtifactKey,
   HistoryFilter,
   HostCapacityUpdate,
   Inventory,
@@ -80,6 +83,19 @@ export const MAX_CAPACITY_CLASSES = 64;
 // ---- rows (numbers may arrive as strings from PostgreSQL: see num()) ----
 
 type Num = number | string;
+
+interface ArtifactRow {
+  host: string;
+  kind: StorageArtifactRecord['kind'];
+  path: string;
+  pool: string;
+  vm_uuid: string;
+  workflow_id: string;
+  run_id: string;
+  state: StorageArtifactRecord['state'];
+  created_at: string;
+  updated_at: string;
+}
 
 interface HostRow {
   name: string;
@@ -441,6 +457,7 @@ export class SqlInventory implements Inventory {
       }
       await tx.run('DELETE FROM disks WHERE vm_uuid IN (SELECT uuid FROM vms WHERE host = ?)', [name]);
       await tx.run('DELETE FROM vms WHERE host = ?', [name]);
+      await tx.run('DELETE FROM storage_artifacts WHERE host = ?', [name]);
       await tx.run('DELETE FROM hosts WHERE name = ?', [name]);
     });
   }
@@ -679,6 +696,70 @@ export class SqlInventory implements Inventory {
   }
 
   // ---- history ----
+
+  // ---- storage provenance ----
+
+  async recordArtifact(a: ArtifactKey & Pick<StorageArtifactRecord, 'pool' | 'vmUuid'>, state: 'creating' | 'created' = 'creating'): Promise<void> {
+    const now = this.timestamp();
+    await this.db.transaction(async (tx) => {
+      await tx.run(
+        `INSERT INTO storage_artifacts (host, kind, path, pool, vm_uuid, workflow_id, run_id, state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (workflow_id, run_id, host, kind, path) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`,
+        [a.host, a.kind, a.path, a.pool, a.vmUuid, a.workflowId, a.runId, state, now, now],
+      );
+    });
+  }
+
+  async markArtifact(a: ArtifactKey, state: 'created' | 'removed'): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      await tx.run('UPDATE storage_artifacts SET state = ?, updated_at = ? WHERE workflow_id = ? AND run_id = ? AND host = ? AND kind = ? AND path = ?', [
+        state,
+        this.timestamp(),
+        a.workflowId,
+        a.runId,
+        a.host,
+        a.kind,
+        a.path,
+      ]);
+    });
+  }
+
+  async listArtifacts(filter: ArtifactFilter): Promise<StorageArtifactRecord[]> {
+    const where = ["state <> 'removed'"];
+    const params: SqlValue[] = [];
+    const columns: Record<keyof ArtifactFilter, string> = {
+      host: 'host',
+      kind: 'kind',
+      path: 'path',
+      vmUuid: 'vm_uuid',
+      workflowId: 'workflow_id',
+      runId: 'run_id',
+    };
+    for (const [key, column] of Object.entries(columns) as [keyof ArtifactFilter, string][]) {
+      const v = filter[key];
+      if (v === undefined) continue;
+      where.push(`${column} = ?`);
+      params.push(v);
+    }
+    const rows = await this.db.query<ArtifactRow>(
+      `SELECT host, kind, path, pool, vm_uuid, workflow_id, run_id, state, created_at, updated_at FROM storage_artifacts
+       WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC`,
+      params,
+    );
+    return rows.map((r) => ({
+      host: r.host,
+      kind: r.kind,
+      path: r.path,
+      pool: r.pool,
+      vmUuid: r.vm_uuid,
+      workflowId: r.workflow_id,
+      runId: r.run_id,
+      state: r.state,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    }));
+  }
 
   async recordHistory(h: HistoryRecord): Promise<number> {
     // Keyed by (workflowId, runId): a retried activity rewrites its own row instead of adding one.

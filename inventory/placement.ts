@@ -3,7 +3,7 @@
  * inside its claim transaction, and unit tests feed them directly.
  *
  * Filters (a host failing any of them is rejected, with a reason an operator can act on):
- *   - it is the VM's source host;
+ *   - it is the VM's source host, or one this migration's storage check refused after claiming it;
  *   - its state is not `normal` (maintenance, down);
  *   - it is already receiving as many migrations as the inbound limit allows (default 1, the patent's rule);
  *   - memory:  memoryMiB × memoryRatio − Σ VMs on it − Σ claims on it  <  requested memory;
@@ -123,7 +123,7 @@ export function computeUsage(
   return usage;
 }
 
-type Need = Pick<PlacementRequest, 'sourceHost' | 'memoryMiB' | 'vcpus' | 'storageBytes' | 'limits'>;
+type Need = Pick<PlacementRequest, 'sourceHost' | 'memoryMiB' | 'vcpus' | 'storageBytes' | 'limits' | 'excludeHosts'>;
 
 function memoryCapacity(h: HostRecord): number {
   return h.memoryMiB * h.memoryRatio;
@@ -136,6 +136,7 @@ function vcpuCapacity(h: HostRecord): number {
 /** Why the host cannot take the request (reasons joined with ", "; none contains one), or null when it can. */
 export function checkHost(host: HostRecord, usage: HostUsage, req: Need): string | null {
   if (host.name === req.sourceHost) return "is the VM's source host";
+  if (req.excludeHosts?.includes(host.name)) return 'was refused by this migration\'s storage check';
   if (host.state === 'maintenance') return 'is in maintenance';
   if (host.state === 'down') return 'is down';
 

@@ -121,6 +121,34 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX hosts_placement ON hosts (state, memory_mib, memory_ratio, vcpus, cpu_ratio, vm_memory_mib, vm_vcpus, name)`,
     ],
   },
+  {
+    version: 3,
+    description: 'storage artifacts: what each migration created on which host (provenance)',
+    // Ferry deletes only storage it can prove it created: each create task records a row here BEFORE it creates
+    // the directory, pool or volume (state 'creating'), marks it 'created' once done and 'removed' when it is
+    // deleted. A row whose workflow is closed and state is not 'removed' is a leftover of that migration.
+    statements: (dialect) => {
+      const T = text(dialect);
+      return [
+        `CREATE TABLE storage_artifacts (
+          id ${autoId(dialect)},
+          host ${T} NOT NULL,
+          kind ${T} NOT NULL CHECK (kind IN ('directory', 'pool', 'volume')),
+          path ${T} NOT NULL,
+          pool ${T} NOT NULL,
+          vm_uuid ${T} NOT NULL,
+          workflow_id ${T} NOT NULL,
+          run_id ${T} NOT NULL,
+          state ${T} NOT NULL CHECK (state IN ('creating', 'created', 'removed')),
+          created_at ${T} NOT NULL,
+          updated_at ${T} NOT NULL,
+          UNIQUE (workflow_id, run_id, host, kind, path)
+        )`,
+        `CREATE INDEX storage_artifacts_place ON storage_artifacts (host, kind, path)`,
+        `CREATE INDEX storage_artifacts_vm ON storage_artifacts (vm_uuid)`,
+      ];
+    },
+  },
 ];
 
 /** Triggers that keep hosts.vm_memory_mib / vm_vcpus equal to the sums over the VMs on each host. */

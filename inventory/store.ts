@@ -4,7 +4,7 @@
  */
 import type { MigrationLimits } from '../common/limits';
 export type { MigrationLimits } from '../common/limits';
-import type { Claim, DiskRecord, HistoryRecord, HostRecord, HostState, VmRecord, VmState } from '../common/types';
+import type { Claim, HistoryRecord, HostRecord, HostState, StorageArtifactRecord, VmRecord, VmState } from '../common/types';
 
 export interface NewHost {
   name: string;
@@ -31,6 +31,8 @@ export interface PlacementRequest {
   storageBytes: number;
   /** When set, only this host is considered (it is still checked). */
   fixedTarget?: string;
+  /** Hosts this migration already found unfit after claiming them (e.g. its storage check refused them). */
+  excludeHosts?: string[];
   /** Concurrency limits; DEFAULT_LIMITS when absent. */
   limits?: MigrationLimits;
 }
@@ -73,6 +75,10 @@ export interface SyncResult {
   error?: string;
 }
 
+/** What identifies a provenance record: which run created what, where. */
+export type ArtifactKey = Pick<StorageArtifactRecord, 'host' | 'kind' | 'path' | 'workflowId' | 'runId'>;
+export type ArtifactFilter = Partial<Pick<StorageArtifactRecord, 'host' | 'kind' | 'path' | 'vmUuid' | 'workflowId' | 'runId'>>;
+
 export interface Inventory {
   close(): Promise<void>;
 
@@ -106,6 +112,15 @@ export interface Inventory {
    * or `running` on the target after success). Does not touch the claim.
    */
   setVmPlacement(vmUuid: string, host: string, state: VmState): Promise<void>;
+
+  /**
+   * Provenance of storage a migration creates: `recordArtifact` before creating (state `creating`; idempotent
+   * per workflow, host, kind and path), `markArtifact` once it exists (`created`) or was deleted (`removed`).
+   */
+  recordArtifact(a: ArtifactKey & Pick<StorageArtifactRecord, 'pool' | 'vmUuid'>, state?: 'creating' | 'created'): Promise<void>;
+  markArtifact(a: ArtifactKey, state: 'created' | 'removed'): Promise<void>;
+  /** Records not yet removed, newest first (optionally on one host, at one path, of one VM or one run). */
+  listArtifacts(filter: ArtifactFilter): Promise<StorageArtifactRecord[]>;
 
   recordHistory(row: HistoryRecord): Promise<number>;
   listHistory(filter?: HistoryFilter): Promise<HistoryRecord[]>;

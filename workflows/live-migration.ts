@@ -14,17 +14,18 @@
  * The run's state, its handlers (progress query, cancel signal, tune update) live in migration-state.ts; the
  * report and the final failure in reports.ts; the activity proxies in proxies.ts.
  */
-import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, sleep, upsertSearchAttributes } from '@temporalio/workflow';
-import type { Artifact, CompletedMigrationStats, HostRef, LimitFired, LocateResult, MigrationReport, VmFacts } from '../common/migration';
+import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, patched, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { Artifact, CompletedMigrationStats, HostRef, LimitFired, LocateResult, MigrationReport, StoragePlan, VmFacts } from '../common/migration';
 import { deadlineAction } from '../common/convergence';
 import { formatDuration } from '../common/durations';
 import { FailureType } from '../common/failures';
 import { vmPoolName } from '../common/names';
 import { SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
+import { copiedDisks, dataToMove, diskTaskName, legacyPlan, reportedDisks } from '../common/storage';
 import { InputError, migrationTimeoutMs, validateMigrationInput, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 import { attemptsOf, rootApplicationFailure, rootMessage, StepFailure } from './failures';
 import { artifactsOf, beginCopy, setPhase, startRun, tellParent, type MigrationRun, type Reached } from './migration-state';
-import { aborting, cleanup, createTasks, migration, mustComplete, quick } from './proxies';
+import { aborting, cleanup, createTasks, migration, mustComplete, quick, targetCleanup } from './proxies';
 import { buildReport, describeArtifact, describeFailure, finalFailure, historyRow, type FailureSummary } from './reports';
 
 export type { LiveMigrationInput } from '../common/validation';
@@ -36,10 +37,10 @@ export async function liveMigration(input: LiveMigrationInput): Promise<Migratio
     return await forward.run(async () => {
       const request = validateInput(run, input);
       const vm = await readVmDisks(run, request);
-      const target = await selectTarget(run, request, vm);
-      await createTargetStorage(run, request, vm, target);
-      const stats = await migrateBeforeDeadline(run, request, vm, target);
-      return await CancellationScope.nonCancellable(() => finishMigration(run, vm, target, stats));
+      const { target, plan } = await selectTarget(run, request, vm);
+      await createTargetStorage(run, request, vm, target, plan);
+      const stats = await migrateBeforeDeadline(run, request, vm, target, plan);
+      return await CancellationScope.nonCancellable(() => finishMigration(run, vm, target, plan, stats));
     });
   } catch (err) {
     return await CancellationScope.nonCancellable(() => compensate(run, err));
@@ -81,13 +82,43 @@ async function readVmDisks(run: MigrationRun, request: MigrationRequest): Promis
 /** Slot polling while a limit is reached or every fitting host is busy: 2 s doubling to 15 s. */
 const SLOT_POLL_FIRST_MS = 2_000;
 const SLOT_POLL_MAX_MS = 15_000;
+/** Targets a migration claims and then finds unfit for its storage, before it gives up. */
+const MAX_REJECTED_TARGETS = 3;
+/** Runs started before storage plans replay without one (every disk copied into a per-VM directory). */
+const STORAGE_PLAN_PATCH = 'storage-plan';
 
-async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: VmFacts): Promise<HostRef> {
+/** Claims a target that passes the storage check; a refused one is given back and another one claimed. */
+async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: VmFacts): Promise<{ target: HostRef; plan: StoragePlan }> {
   setPhase(run, 'selecting-target');
   run.reached = { step: 'claiming', vm };
+  const planned = patched(STORAGE_PLAN_PATCH);
+  for (;;) {
+    const target = await claimTarget(run, request, vm);
+    const checked = planned ? await quick.planStorage({ vm, target, owner: { workflowId: run.progress.workflowId, runId: workflowInfo().runId } }) : { plan: legacyPlan(vm) };
+    if ('plan' in checked) {
+      run.plan = checked.plan;
+      run.progress.disks = reportedDisks(checked.plan);
+      return { target, plan: checked.plan };
+    }
+    // Nothing was created on it: give the claim back (the VM is `running` on its source again), try another.
+    run.rejectedTargets.push({ host: target.name, reason: checked.refused });
+    await mustComplete.abandonClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId, sourceHost: vm.source.name });
+    run.reached = { step: 'claiming', vm };
+    run.progress.target = null;
+    if (request.targetHost !== null || run.rejectedTargets.length >= MAX_REJECTED_TARGETS) throw storageRefusal(run, null);
+  }
+}
+
+/** One claim, waiting for a slot while a limit is reached or every fitting host is busy (within the queue timeout). */
+async function claimTarget(run: MigrationRun, request: MigrationRequest, vm: VmFacts): Promise<HostRef> {
   const giveUpAt = Date.now() + request.queueTimeoutMs;
+  const excludeHosts = run.rejectedTargets.map((r) => r.host);
   for (let wait = SLOT_POLL_FIRST_MS; ; wait = Math.min(wait * 2, SLOT_POLL_MAX_MS)) {
-    const placed = await quick.claimTarget({ vm, workflowId: run.progress.workflowId, targetHost: request.targetHost, limits: request.limits });
+    const placed = await quick
+      .claimTarget({ vm, workflowId: run.progress.workflowId, targetHost: request.targetHost, limits: request.limits, ...(excludeHosts.length ? { excludeHosts } : {}) })
+      .catch((err: unknown) => {
+        throw excludeHosts.length > 0 && rootApplicationFailure(err)?.type === FailureType.NoTargetHost ? storageRefusal(run, rootMessage(err)) : err;
+      });
     if ('target' in placed) {
       run.clock.claimedAt = Date.now();
       run.reached = { step: 'claimed', vm, target: placed.target };
@@ -107,23 +138,44 @@ async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: Vm
   }
 }
 
+/** Every claimed target refused the VM's storage: nothing was created on any of them. */
+function storageRefusal(run: MigrationRun, noMore: string | null): ApplicationFailure {
+  const each = run.rejectedTargets.map((r) => `${r.host}: ${r.reason}`).join('; ');
+  const message = `no target can take the storage of ${run.progress.vm.name} (${each})${noMore ? `; ${noMore}` : ''}`;
+  return ApplicationFailure.create({ type: FailureType.StorageConflict, message, nonRetryable: true, details: [{ rejectedTargets: run.rejectedTargets }] });
+}
+
 // ---- step 4 -------------------------------------------------------------------------------------------
 
-async function createTargetStorage(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef): Promise<void> {
+/**
+ * For each directory receiving copied disks, the directory and the pool ("ensure": only what is missing is
+ * created, and the task says whether it created it), then each copied disk. Shared disks need nothing.
+ */
+async function createTargetStorage(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef, plan: StoragePlan): Promise<void> {
   setPhase(run, 'creating-storage');
   const artifacts: Artifact[] = [];
   run.reached = { step: 'storage', vm, target, artifacts };
   const tasks = createTasks(request);
-  const pool = vmPoolName(vm.uuid);
-  const base = { target, vmUuid: vm.uuid, pool };
+  const base = { target, vmUuid: vm.uuid };
   const host = target.name;
   const createTask = (task: string, artifact: Artifact, body: () => Promise<{ attempt: number }>) =>
     runCreateTask(run, request, artifacts, task, artifact, body);
 
-  await createTask('directory', { kind: 'directory', host, pool, path: vm.storageDir }, () => tasks.createStorageDirectory({ ...base, path: vm.storageDir }));
-  await createTask('pool', { kind: 'pool', host, pool }, () => tasks.createStoragePool(base));
-  for (const disk of vm.disks) {
-    await createTask(`disk:${disk.name}`, { kind: 'volume', host, pool, name: disk.name }, () => tasks.createDisk({ ...base, disk }));
+  const several = plan.directories.length > 1;
+  for (const { path, pool, poolExists, dirExists } of plan.directories) {
+    const [dirTask, poolTask] = several ? [`directory:${path}`, `pool:${path}`] : ['directory', 'pool'];
+    await createTask(dirTask, { kind: 'directory', host, pool, path }, () =>
+      tasks.createStorageDirectory({ ...base, pool, path, poolExists, dirExists, task: dirTask }),
+    );
+    await createTask(poolTask, { kind: 'pool', host, pool, path }, () => tasks.createStoragePool({ ...base, pool, poolExists, task: poolTask }));
+  }
+  for (const d of copiedDisks(plan)) {
+    const task = diskTaskName(d, plan);
+    const pool = d.pool ?? vmPoolName(vm.uuid);
+    const disk = { target: d.target, name: d.name, path: d.path, format: d.format, sizeBytes: d.sizeBytes };
+    await createTask(task, { kind: 'volume', host, pool, name: d.name, path: d.path }, () =>
+      tasks.createDisk({ ...base, pool, disk, replacesLeftover: d.replacesLeftover, task }),
+    );
   }
 }
 
@@ -153,9 +205,9 @@ async function runCreateTask(
 
 type CopyResult = { ok: true; stats: CompletedMigrationStats } | { ok: false; err: unknown };
 
-async function migrateBeforeDeadline(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef): Promise<CompletedMigrationStats> {
+async function migrateBeforeDeadline(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef, plan: StoragePlan): Promise<CompletedMigrationStats> {
   setPhase(run, 'migrating');
-  const timeoutMs = migrationTimeoutMs(request, vm.dataBytes);
+  const timeoutMs = migrationTimeoutMs(request, dataToMove(vm, plan));
   const view = beginCopy(run, request, timeoutMs);
 
   // The timer first, then the migration; whichever finishes first decides.
@@ -177,6 +229,7 @@ async function migrateBeforeDeadline(run: MigrationRun, request: MigrationReques
         convergence: request.convergence,
         pool: vmPoolName(vm.uuid),
         disks: vm.disks,
+        plannedDisks: plan.disks,
         clientTimeoutMs: timeoutMs + 5 * 60_000,
       }),
     )
@@ -229,7 +282,14 @@ function copyFailure(run: MigrationRun, err: unknown): unknown {
 
 // ---- step 6 -------------------------------------------------------------------------------------------
 
-async function finishMigration(run: MigrationRun, vm: VmFacts, target: HostRef, stats: CompletedMigrationStats, warnings: string[] = []): Promise<MigrationReport> {
+async function finishMigration(
+  run: MigrationRun,
+  vm: VmFacts,
+  target: HostRef,
+  plan: StoragePlan,
+  stats: CompletedMigrationStats,
+  warnings: string[] = [],
+): Promise<MigrationReport> {
   setPhase(run, 'finishing');
   // Where does libvirt say the VM runs? The migrate activity asked as the copy ended; ask again otherwise.
   const where = stats.location?.location === 'target' ? stats.location : await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
@@ -241,7 +301,7 @@ async function finishMigration(run: MigrationRun, vm: VmFacts, target: HostRef, 
   run.clock.releasedAt = Date.now();
 
   // The source's old storage and the target's new capacity at once; then the source's capacity and history.
-  const [sourceCleaned] = await Promise.all([cleanSourceStorage(run, vm, warnings), mustComplete.refreshHostCapacity({ hosts: [target.name] })]);
+  const [sourceCleaned] = await Promise.all([cleanSourceStorage(run, vm, plan, warnings), mustComplete.refreshHostCapacity({ hosts: [target.name] })]);
   setPhase(run, 'migrated');
   const report = buildReport(run, 'migrated', null, stats, where, sourceCleaned, warnings);
   await Promise.all([mustComplete.refreshHostCapacity({ hosts: [vm.source.name] }), mustComplete.recordHistory(historyRow(run, report))]);
@@ -249,10 +309,11 @@ async function finishMigration(run: MigrationRun, vm: VmFacts, target: HostRef, 
 }
 
 /** Removes the source's old disks, pool and directory (unless kept); a failure is a warning, never a rollback. */
-async function cleanSourceStorage(run: MigrationRun, vm: VmFacts, warnings: string[]): Promise<boolean> {
+async function cleanSourceStorage(run: MigrationRun, vm: VmFacts, plan: StoragePlan, warnings: string[]): Promise<boolean> {
   if (run.request?.keepSourceStorage) return false;
   try {
-    const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, storageDir: vm.storageDir });
+    const copied = copiedDisks(plan).map((d) => d.path);
+    const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, storageDir: vm.storageDir, copied });
     warnings.push(...cleaned.warnings);
     return cleaned.warnings.length === 0;
   } catch (err) {
@@ -264,7 +325,7 @@ async function cleanSourceStorage(run: MigrationRun, vm: VmFacts, warnings: stri
 // ---- step 7 -------------------------------------------------------------------------------------------
 
 /** Refusals of the claim step: the inventory changed nothing. */
-const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound, FailureType.VmMismatch];
+const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound, FailureType.VmMismatch, FailureType.StorageConflict];
 
 async function compensate(run: MigrationRun, err: unknown): Promise<MigrationReport> {
   const failure = describeFailure(run, err);
@@ -298,7 +359,7 @@ async function undoOnTarget(run: MigrationRun, reached: Exclude<Reached, { step:
   if (where.location === 'target') {
     const late = `the ${failure.outcome === 'cancelled' ? 'cancel' : failure.outcome} came after the VM had moved: finished, not undone`;
     try {
-      return await finishMigration(run, vm, target, { totalTimeMs: null, downtimeMs: null, bytesTransferred: null }, [late]);
+      return await finishMigration(run, vm, target, run.plan ?? legacyPlan(vm), { totalTimeMs: null, downtimeMs: null, bytesTransferred: null }, [late]);
     } catch (e) {
       throw ApplicationFailure.create({ type: FailureType.MigrationFailed, message: rootMessage(e), nonRetryable: true });
     }
@@ -315,12 +376,14 @@ async function undoOnTarget(run: MigrationRun, reached: Exclude<Reached, { step:
   for (const a of [...artifactsOf(reached)].reverse()) {
     run.progress.waitingFor = `${describeArtifact(a)} on ${a.host}`;
     try {
-      if (a.kind === 'volume') await mustComplete.deleteDisk({ ...base, pool: a.pool, name: a.name });
-      else if (a.kind === 'pool') await mustComplete.stopStoragePool({ ...base, pool: a.pool });
-      else await mustComplete.removeStorageDirectory({ ...base, pool: a.pool, path: a.path });
+      const path = a.path !== undefined ? { path: a.path } : {};
+      if (a.kind === 'volume') await targetCleanup.deleteDisk({ ...base, pool: a.pool, name: a.name, ...path });
+      else if (a.kind === 'pool') await targetCleanup.stopStoragePool({ ...base, pool: a.pool, ...path });
+      else await targetCleanup.removeStorageDirectory({ ...base, pool: a.pool, path: a.path });
     } catch (e) {
-      // Only a refusal (the VM runs there) ends up here; leave the rest alone and say so.
-      warnings.push(`${describeArtifact(a)} on ${a.host} not done: ${rootMessage(e)}`);
+      // A refusal (the VM or another domain uses it, a directory not empty) or a target unreachable for minutes:
+      // leave the rest alone, say so, and give the claim back; the provenance records keep what is left.
+      warnings.push(`${describeArtifact(a)} on ${a.host} not done: ${rootMessage(e)} (left as recorded in the inventory; a later migration of ${vm.name} to ${a.host} removes it)`);
       break;
     }
   }

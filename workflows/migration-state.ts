@@ -6,7 +6,7 @@
  * Everything else here is what the progress query and the report show.
  */
 import { ApplicationFailure, getExternalWorkflowHandle, setHandler, upsertSearchAttributes, workflowInfo, type CancellationScope } from '@temporalio/workflow';
-import type { Artifact, ConvergenceView, HostRef, MigrationProgress, Phase, ProgressSignal, TuneRequest, VmFacts } from '../common/migration';
+import type { Artifact, ConvergenceView, HostRef, MigrationProgress, Phase, ProgressSignal, StoragePlan, TuneRequest, VmFacts } from '../common/migration';
 import { SA_PHASE } from '../common/search-attributes';
 import { MAX_BANDWIDTH_MIBPS, MAX_DOWNTIME_LIMIT_MS, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 import { cancelSignal, childPhaseSignal, progressQuery, progressSignal, tuneUpdate } from './definitions';
@@ -45,6 +45,10 @@ export interface MigrationRun {
   progress: Omit<MigrationProgress, 'artifacts'>;
   reached: Reached;
   request: MigrationRequest | null;
+  /** How the storage reaches the target (set once a target passed its storage check). */
+  plan: StoragePlan | null;
+  /** Targets claimed and then refused by their storage check, with why. */
+  rejectedTargets: { host: string; reason: string }[];
   /** Set by the `cancel` signal (a Temporal cancel carries no reason). */
   cancel: { reason: string } | null;
   clock: RunClock;
@@ -78,6 +82,7 @@ export function startRun(input: LiveMigrationInput, forward: CancellationScope):
       target: null,
       startedAt: new Date(now).toISOString(),
       deadline: null,
+      disks: null,
       createAttempts: {},
       migration: null,
       convergence: null,
@@ -87,6 +92,8 @@ export function startRun(input: LiveMigrationInput, forward: CancellationScope):
     },
     reached: { step: 'nothing' },
     request: null,
+    plan: null,
+    rejectedTargets: [],
     cancel: null,
     clock: { startedAt: now, phaseStartedAt: now, phaseMs: {}, claimedAt: null, releasedAt: null, timeoutMs: null, migrationMs: null },
   };

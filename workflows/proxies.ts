@@ -24,6 +24,17 @@ export const quick = proxyActivities<FerryActivities>({
 /** Compensation and bookkeeping of a migration. */
 export const mustComplete = proxyActivities<FerryActivities>({ startToCloseTimeout: '2m', heartbeatTimeout: HEARTBEAT, retry: UNTIL_DONE });
 
+/**
+ * Compensation's deletions on the target: retried for about 5 minutes (a target libvirtd restarting), not for
+ * ever — an unreachable target must not hold the VM's claim, and the inbound slot of that host, indefinitely.
+ * What is left stays recorded in the inventory (provenance); a later migration of the VM there removes it.
+ */
+export const targetCleanup = proxyActivities<FerryActivities>({
+  startToCloseTimeout: '2m',
+  heartbeatTimeout: HEARTBEAT,
+  retry: { ...UNTIL_DONE, maximumAttempts: 14 },
+});
+
 /** Aborting libvirt's job waits for it to end, heartbeating meanwhile. */
 export const aborting = proxyActivities<FerryActivities>({ startToCloseTimeout: '10m', heartbeatTimeout: '30s', retry: UNTIL_DONE });
 

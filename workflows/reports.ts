@@ -78,6 +78,8 @@ export function buildReport(
     source: vm?.source.name ?? run.progress.source,
     target: targetOf(run.reached)?.name ?? null,
     createAttempts: { ...run.progress.createAttempts },
+    disks: run.progress.disks,
+    rejectedTargets: [...run.rejectedTargets],
     durationMs: Date.now() - clock.startedAt,
     downtimeMs: stats?.downtimeMs ?? null,
     bytesTransferred: stats?.bytesTransferred ?? null,

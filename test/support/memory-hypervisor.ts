@@ -17,7 +17,10 @@ interface MemPool {
   path: string;
   active: boolean;
   built: boolean;
-  volumes: Map<string, MemVolume>;
+  /** Not defined: gone once stopped. */
+  transient: boolean;
+  /** The files of the pool's directory (on a shared directory: the same files every sharing host sees). */
+  readonly volumes: Map<string, MemVolume>;
 }
 interface MemJob {
   startedAt: number;
@@ -68,6 +71,45 @@ export class MemoryHypervisor implements Hypervisor {
   /** The target dies during post-copy: the source stays `paused (post-copy failed)` with its job listed. */
   failPostCopy = false;
   readonly maxDowntimes = new Map<string, number>();
+  /** Files per directory, keyed by `<uri>|<dir>`, or `shared|<dir>` for a directory several hosts share. */
+  private readonly stores = new Map<string, Map<string, MemVolume>>();
+  private readonly sharedDirs = new Map<string, Set<string>>();
+
+  /** `dir` is the same storage on these hosts (as NFS, or a bind mount, is): one set of files. */
+  shareDirectory(dir: string, uris: string[]): void {
+    this.sharedDirs.set(dir, new Set(uris));
+    for (const uri of uris) this.host(uri).dirs.add(dir);
+  }
+
+  /** The files in `dir` as `h` sees them. */
+  files(h: MemHost, dir: string): Map<string, MemVolume> {
+    const key = this.sharedDirs.get(dir)?.has(h.uri) ? `shared|${dir}` : `${h.uri}|${dir}`;
+    let store = this.stores.get(key);
+    if (!store) {
+      store = new Map();
+      this.stores.set(key, store);
+    }
+    return store;
+  }
+
+  private hostsSeeing(h: MemHost, dir: string): MemHost[] {
+    const sharing = this.sharedDirs.get(dir);
+    return sharing?.has(h.uri) ? [...sharing].map((u) => this.host(u)) : [h];
+  }
+
+  private newPool(h: MemHost, name: string, path: string, o: { active: boolean; built: boolean; transient?: boolean }): MemPool {
+    const files = (dir: string) => this.files(h, dir);
+    return {
+      name,
+      path,
+      active: o.active,
+      built: o.built,
+      transient: o.transient ?? false,
+      get volumes() {
+        return files(this.path);
+      },
+    };
+  }
 
   addHost(uri: string, hostname: string): MemHost {
     const h: MemHost = {
@@ -84,12 +126,31 @@ export class MemoryHypervisor implements Hypervisor {
     return h;
   }
 
-  /** A running VM with its disks in <dir>/<name>, in pool `pool` on `uri`. */
-  addVm(uri: string, vm: { uuid: string; name: string; memoryMiB: number; vcpus: number; dir: string; pool: string; disks: { name: string; target: string; sizeBytes: number; format: DiskFormat }[] }): void {
+  /**
+   * A running VM with its disks in <dir>/<name>, in pool `pool` on `uri` (a disk may name its own `dir` and
+   * `pool`: several directories, or a flat pool such as `default` holding other VMs' disks too).
+   */
+  addVm(
+    uri: string,
+    vm: {
+      uuid: string;
+      name: string;
+      memoryMiB: number;
+      vcpus: number;
+      dir: string;
+      pool: string;
+      disks: { name: string; target: string; sizeBytes: number; format: DiskFormat; dir?: string; pool?: string }[];
+    },
+  ): void {
     const h = this.host(uri);
-    const pool: MemPool = { name: vm.pool, path: vm.dir, active: true, built: true, volumes: new Map() };
-    for (const d of vm.disks) pool.volumes.set(d.name, { name: d.name, capacityBytes: d.sizeBytes, format: d.format });
-    h.pools.set(vm.pool, pool);
+    const placed = vm.disks.map((d) => ({ ...d, dir: d.dir ?? vm.dir, pool: d.pool ?? vm.pool }));
+    for (const d of placed) {
+      const pool = h.pools.get(d.pool) ?? this.newPool(h, d.pool, d.dir, { active: true, built: true });
+      h.pools.set(d.pool, pool);
+      pool.volumes.set(d.name, { name: d.name, capacityBytes: d.sizeBytes, format: d.format });
+      for (const x of this.hostsSeeing(h, d.dir)) x.dirs.add(d.dir);
+    }
+    if (placed.length === 0 && !h.pools.has(vm.pool)) h.pools.set(vm.pool, this.newPool(h, vm.pool, vm.dir, { active: true, built: true }));
     h.dirs.add(vm.dir);
     h.domains.set(vm.uuid, {
       uuid: vm.uuid,
@@ -99,8 +160,16 @@ export class MemoryHypervisor implements Hypervisor {
       persistent: true,
       memoryKiB: vm.memoryMiB * 1024,
       vcpus: vm.vcpus,
-      disks: vm.disks.map((d) => ({ target: d.target, path: `${vm.dir}/${d.name}`, format: d.format, capacityBytes: d.sizeBytes })),
+      disks: placed.map((d) => ({ target: d.target, path: `${d.dir}/${d.name}`, format: d.format, capacityBytes: d.sizeBytes })),
+      files: placed.map((d) => `${d.dir}/${d.name}`),
     });
+  }
+
+  /** A pool on `dir` (e.g. libvirt's `default` on /var/lib/libvirt/images), active, as an operator defines one. */
+  addPool(uri: string, name: string, dir: string): void {
+    const h = this.host(uri);
+    h.pools.set(name, this.newPool(h, name, dir, { active: true, built: true }));
+    for (const x of this.hostsSeeing(h, dir)) x.dirs.add(dir);
   }
 
   /** Makes the next `times` calls of `method` (optionally on one host) fail with a libvirt error. */
@@ -183,21 +252,47 @@ export class MemoryHypervisor implements Hypervisor {
     const h = this.enter('createStorageDirectory', uri, pool, path);
     const other = [...h.pools.values()].find((p) => p.path === path && p.name !== pool);
     if (other) throw new LibvirtError('exists', `pool '${other.name}' already uses ${path}`);
-    const p = h.pools.get(pool) ?? { name: pool, path, active: false, built: false, volumes: new Map() };
+    const p = h.pools.get(pool) ?? this.newPool(h, pool, path, { active: false, built: false });
     p.built = true;
     h.pools.set(pool, p);
-    h.dirs.add(path);
+    for (const x of this.hostsSeeing(h, path)) x.dirs.add(path);
   }
 
-  async startPool(uri: string, pool: string): Promise<void> {
+  async definePool(uri: string, pool: string, path: string): Promise<void> {
+    const h = this.enter('definePool', uri, pool, path);
+    const other = [...h.pools.values()].find((p) => p.path === path && p.name !== pool);
+    if (other) throw new LibvirtError('exists', `pool '${other.name}' already uses ${path}`);
+    const mine = h.pools.get(pool);
+    if (mine && mine.path !== path) throw new LibvirtError('exists', `pool '${pool}' is already defined on ${mine.path}, not ${path}`);
+    if (!mine) h.pools.set(pool, this.newPool(h, pool, path, { active: false, built: true }));
+  }
+
+  async forgetPool(uri: string, pool: string): Promise<void> {
+    const h = this.enter('forgetPool', uri, pool);
+    h.pools.delete(pool);
+  }
+
+  async startPool(uri: string, pool: string, _opts?: { autostart?: boolean }): Promise<void> {
     const h = this.enter('startPool', uri, pool);
-    this.pool(h, pool).active = true;
+    const p = this.pool(h, pool);
+    if (!h.dirs.has(p.path)) throw new LibvirtError('not-found', `cannot open directory '${p.path}': No such file or directory`);
+    p.active = true;
   }
 
-  async recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat): Promise<void> {
+  async createTransientPool(uri: string, pool: string, path: string): Promise<void> {
+    const h = this.enter('createTransientPool', uri, pool, path);
+    const other = [...h.pools.values()].find((p) => p.path === path);
+    if (other) throw new LibvirtError('exists', `Storage source conflict with pool: '${other.name}'`);
+    if (h.pools.has(pool)) throw new LibvirtError('exists', `pool '${pool}' already exists`);
+    if (!h.dirs.has(path)) throw new LibvirtError('not-found', `cannot open directory '${path}': No such file or directory`);
+    h.pools.set(pool, this.newPool(h, pool, path, { active: true, built: true, transient: true }));
+  }
+
+  async recreateVolume(uri: string, pool: string, name: string, capacityBytes: number, format: DiskFormat, opts: { replace?: boolean } = {}): Promise<void> {
     const h = this.enter('recreateVolume', uri, pool, name, capacityBytes, format);
     const p = this.pool(h, pool);
     if (!p.active) throw new LibvirtError('invalid', `storage pool '${pool}' is not active`);
+    if (!opts.replace && p.volumes.has(name)) throw new LibvirtError('exists', `storage volume name '${name}' already in use.`);
     p.volumes.set(name, { name, capacityBytes, format });
   }
 
@@ -211,13 +306,15 @@ export class MemoryHypervisor implements Hypervisor {
     const h = this.enter('stopPool', uri, pool);
     const p = h.pools.get(pool);
     if (p) p.active = false;
+    if (p?.transient) h.pools.delete(pool);
   }
 
   async removeStorageDirectory(uri: string, pool: string): Promise<void> {
     const h = this.enter('removeStorageDirectory', uri, pool);
     const p = h.pools.get(pool);
     if (!p) return;
-    h.dirs.delete(p.path);
+    if (p.volumes.size > 0) throw new LibvirtError('invalid', `the directory still holds ${[...p.volumes.keys()].join(', ')}; kept with its pool`);
+    for (const x of this.hostsSeeing(h, p.path)) x.dirs.delete(p.path);
     h.pools.delete(pool);
   }
 
@@ -246,6 +343,7 @@ export class MemoryHypervisor implements Hypervisor {
     if (!dom || dom.state !== 'running') throw new LibvirtError('invalid', `Requested operation is not valid: domain is not running`);
     const tgt = this.host(targetUri);
     for (const d of dom.disks) {
+      if (opts.copyDisks !== undefined && !opts.copyDisks.includes(d.target)) continue; // on storage the target shares
       const dir = d.path.slice(0, d.path.lastIndexOf('/'));
       const name = d.path.slice(d.path.lastIndexOf('/') + 1);
       const pool = [...tgt.pools.values()].find((p) => p.path === dir && p.active);

@@ -19,6 +19,14 @@ export const DISK = 'disk0.qcow2';
 export const memUri = (host: string) => `mem://${host}/system`;
 export const memAddress = (i: number) => `10.0.0.${i}`;
 
+export interface TestDisk {
+  name: string;
+  target: string;
+  dir: string;
+  pool: string;
+  sizeBytes?: number;
+}
+
 export interface TestVm {
   uuid: string;
   name: string;
@@ -32,8 +40,11 @@ export interface WorkflowWorld {
   hv: MemoryHypervisor;
   ferry: FerryClient;
   taskQueue: string;
-  /** A fresh running VM on `host` (default h1), in the inventory and the hypervisor. */
-  newVm(host?: string): Promise<TestVm>;
+  /**
+   * A fresh running VM on `host` (default h1), in the inventory and the hypervisor: one disk in its per-VM
+   * directory, or the given disks (each in its own directory and pool, e.g. the flat `default` pool).
+   */
+  newVm(host?: string, o?: { disks?: TestDisk[] }): Promise<TestVm>;
   stop(): Promise<void>;
 }
 
@@ -73,11 +84,12 @@ export async function startWorkflowWorld(o: { hosts: number; taskQueue: string; 
     hv,
     ferry: FerryClient.fromClient(env.client, o.taskQueue),
     taskQueue: o.taskQueue,
-    async newVm(host = 'h1') {
+    async newVm(host = 'h1', opts: { disks?: TestDisk[] } = {}) {
       counter += 1;
       const uuid = `${o.uuidPrefix}-0000-4000-8000-${counter.toString(16).padStart(12, '0')}`;
       const vm = { uuid, name: `vm${counter}`, dir: `${ROOT}/${uuid}`, pool: `ferry-${uuid}` };
-      const disks = [{ name: DISK, target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as DiskFormat }];
+      const given = opts.disks ?? [{ name: DISK, target: 'vda', dir: vm.dir, pool: vm.pool }];
+      const disks = given.map((d) => ({ ...d, sizeBytes: d.sizeBytes ?? 64 * 2 ** 20, format: 'qcow2' as DiskFormat }));
       hv.addVm(memUri(host), { ...vm, memoryMiB: 128, vcpus: 1, disks });
       await inventory.upsertVm({
         uuid,
@@ -86,7 +98,7 @@ export async function startWorkflowWorld(o: { hosts: number; taskQueue: string; 
         memoryMiB: 128,
         vcpus: 1,
         state: 'running',
-        disks: disks.map((d) => ({ ...d, path: `${vm.dir}/${d.name}` })),
+        disks: disks.map((d) => ({ name: d.name, target: d.target, sizeBytes: d.sizeBytes, format: d.format, path: `${d.dir}/${d.name}` })),
       });
       return vm;
     },

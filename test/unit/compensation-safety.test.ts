@@ -37,7 +37,7 @@ describe('compensation deletions on the target', () => {
     await inventory.close();
   });
 
-  function world(domainOnTarget: { state: 'running' | 'paused'; persistent: boolean; reason: string } | null): void {
+  async function world(domainOnTarget: { state: 'running' | 'paused'; persistent: boolean; reason: string } | null): Promise<void> {
     hv = new MemoryHypervisor();
     hv.addHost(SRC, 'src');
     hv.addHost(TGT, 'tgt');
@@ -49,6 +49,11 @@ describe('compensation deletions on the target', () => {
     if (domainOnTarget === null) hv.host(TGT).domains.delete(UUID);
     else Object.assign(dom, { state: domainOnTarget.state, persistent: domainOnTarget.persistent, stateReason: domainOnTarget.reason });
     acts = createActivities({ inventory, hypervisor: hv });
+    // what the create tasks of this run ('wf', 'r') recorded as they made them (provenance)
+    const run = { host: 'tgt', pool: POOL, vmUuid: UUID, workflowId: 'wf', runId: 'r' };
+    await inventory.recordArtifact({ ...run, kind: 'directory', path: DIR }, 'created');
+    await inventory.recordArtifact({ ...run, kind: 'pool', path: DIR }, 'created');
+    await inventory.recordArtifact({ ...run, kind: 'volume', path: `${DIR}/disk0.qcow2` }, 'created');
   }
 
   async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
@@ -64,7 +69,7 @@ describe('compensation deletions on the target', () => {
   const volumes = () => [...(hv.host(TGT).pools.get(POOL)?.volumes.keys() ?? [])];
 
   it('no domain on the target: the volume, pool and directory are removed', async () => {
-    world(null);
+    await world(null);
     await env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' });
     expect(volumes()).toEqual([]);
     await env.run(acts.stopStoragePool, base);
@@ -74,7 +79,7 @@ describe('compensation deletions on the target', () => {
   });
 
   it('the VM runs on the target: refused for good (UnsafeCleanup), nothing deleted', async () => {
-    world({ state: 'running', persistent: true, reason: 'migrated' });
+    await world({ state: 'running', persistent: true, reason: 'migrated' });
     const f = await failureOf(env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' }));
     expect(f.type).toBe('UnsafeCleanup');
     expect(f.nonRetryable).toBe(true);
@@ -83,7 +88,7 @@ describe('compensation deletions on the target', () => {
   });
 
   it('a persistent domain paused on the target (the moved VM, paused by someone): refused for good', async () => {
-    world({ state: 'paused', persistent: true, reason: 'user' });
+    await world({ state: 'paused', persistent: true, reason: 'user' });
     const f = await failureOf(env.run(acts.removeStorageDirectory, base));
     expect(f.type).toBe('UnsafeCleanup');
     expect(f.nonRetryable).toBe(true);
@@ -91,7 +96,7 @@ describe('compensation deletions on the target', () => {
   });
 
   it('the transient "paused (migrating)" domain of an incoming migration: retryable wait, nothing deleted; then removed once it is gone', async () => {
-    world({ state: 'paused', persistent: false, reason: 'migrating' });
+    await world({ state: 'paused', persistent: false, reason: 'migrating' });
     for (const run of [
       () => env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' }),
       () => env.run(acts.stopStoragePool, base),
@@ -111,17 +116,28 @@ describe('compensation deletions on the target', () => {
   });
 
   it('a pool of our name on ANOTHER directory (the directory task refused it): removeStorageDirectory leaves it and its files alone', async () => {
-    world(null);
+    await world(null);
     const elsewhere = `${DIR}-kept`;
     const pool = hv.host(TGT).pools.get(POOL)!;
-    pool.path = elsewhere;
+    // the pool (and its file) on another directory
+    const movePool = (to: string) => {
+      const from = hv.files(hv.host(TGT), pool.path);
+      const dest = hv.files(hv.host(TGT), to);
+      for (const [k, v] of from) dest.set(k, v);
+      from.clear();
+      pool.path = to;
+    };
+    movePool(elsewhere);
     hv.host(TGT).dirs.add(elsewhere);
     await env.run(acts.removeStorageDirectory, { ...base, path: DIR });
     expect(hv.host(TGT).pools.get(POOL)?.path).toBe(elsewhere);
     expect(volumes()).toEqual(['disk0.qcow2']);
     expect(hv.host(TGT).dirs.has(elsewhere)).toBe(true);
-    // on the VM's own directory it is removed
-    pool.path = DIR;
+    // on the VM's own directory it is removed — once it is empty (a directory Ferry made is removed only then)
+    movePool(DIR);
+    const full = await failureOf(env.run(acts.removeStorageDirectory, { ...base, path: `${DIR}/` }));
+    expect(full.message).toMatch(/still holds disk0\.qcow2; kept/);
+    await env.run(acts.deleteDisk, { ...base, name: 'disk0.qcow2' });
     await env.run(acts.removeStorageDirectory, { ...base, path: `${DIR}/` });
     expect(hv.host(TGT).pools.has(POOL)).toBe(false);
   });

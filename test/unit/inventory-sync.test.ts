@@ -41,6 +41,7 @@ function domain(uuid: string, over: Partial<DomainInfo> = {}): DomainInfo {
     memoryKiB: 1024 * 1024,
     vcpus: 2,
     disks: [{ target: 'vda', path: `/var/lib/libvirt/images/ferry/${uuid}/disk0.qcow2`, format: 'qcow2', capacityBytes: 10 * GiB }],
+    files: [`/var/lib/libvirt/images/ferry/${uuid}/disk0.qcow2`],
     ...over,
   };
 }

@@ -7,7 +7,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkStorageLayout, createActivities } from '../../activities';
+import { checkDiskPaths, createActivities } from '../../activities';
 import { toFailure } from '../../activities/failures';
 import { libvirtUriProblem, uriHasPassword } from '../../common/libvirt-uri';
 import { LibvirtError, libvirtErrorFromStderr, redactText, redactUri } from '../../hypervisor/errors';
@@ -109,7 +109,10 @@ describe('credentials in URIs never show', () => {
     ['getDomain', (u) => hv.getDomain(u, UUID)],
     ['listDomains', (u) => hv.listDomains(u)],
     ['createStorageDirectory', (u) => hv.createStorageDirectory(u, `ferry-${UUID}`, `/var/lib/libvirt/images/ferry/${UUID}`)],
+    ['definePool', (u) => hv.definePool(u, `ferry-${UUID}`, `/var/lib/libvirt/images/ferry/${UUID}`)],
     ['startPool', (u) => hv.startPool(u, `ferry-${UUID}`)],
+    ['forgetPool', (u) => hv.forgetPool(u, `ferry-${UUID}`)],
+    ['createTransientPool', (u) => hv.createTransientPool(u, `ferry-probe-${UUID}`, `/var/lib/libvirt/images/ferry/${UUID}`)],
     ['recreateVolume', (u) => hv.recreateVolume(u, `ferry-${UUID}`, 'disk0.qcow2', 1024 * 1024, 'qcow2')],
     ['deleteVolume', (u) => hv.deleteVolume(u, `ferry-${UUID}`, 'disk0.qcow2')],
     ['stopPool', (u) => hv.stopPool(u, `ferry-${UUID}`)],
@@ -131,7 +134,7 @@ describe('credentials in URIs never show', () => {
   it('covers every method of the Hypervisor port', () => {
     const port: Record<keyof Hypervisor, true> = {
       hostCapacity: true, ensureStorageRootPool: true, getDomain: true, listDomains: true, createStorageDirectory: true,
-      startPool: true, recreateVolume: true, deleteVolume: true, stopPool: true, removeStorageDirectory: true,
+      definePool: true, startPool: true, forgetPool: true, createTransientPool: true, recreateVolume: true, deleteVolume: true, stopPool: true, removeStorageDirectory: true,
       listPools: true, listVolumes: true, poolOfVolume: true, migrate: true, jobInfo: true, completedJobInfo: true, abortJob: true,
       setMaxDowntime: true, getMaxDowntime: true, setMigrationBandwidth: true, startPostCopy: true,
     };
@@ -219,15 +222,25 @@ describe('storage paths stay under the configured roots', () => {
     expect(hv.host('mem://tgt').pools.get(`ferry-${UUID}`)?.path).toBe(`/srv/ferry/${UUID}`);
   });
 
+  // Issue 15: any directory layout is accepted (flat pools such as libvirt's `default`, several directories);
+  // what stays refused is a path that is not clean and absolute, and an unsafe or inconsistent volume name.
   it.each([
-    [[{ path: `/srv/ferry/../../etc/disk0.qcow2`, name: 'disk0.qcow2' }], /not a per-VM directory directly under/],
-    [[{ path: '/srv/ferry/disk0.qcow2', name: 'disk0.qcow2' }], /not a per-VM directory directly under/],
-    [[{ path: `/srv/other/${UUID}/disk0.qcow2`, name: 'disk0.qcow2' }], /not a per-VM directory directly under/],
+    [[{ path: `/srv/ferry/../../etc/disk0.qcow2`, name: 'disk0.qcow2' }], /not a clean absolute path/],
+    [[{ path: 'srv/ferry/disk0.qcow2', name: 'disk0.qcow2' }], /not a clean absolute path/],
     [[{ path: `/srv/ferry/${UUID}/x.qcow2`, name: 'y.qcow2' }], /unsafe or inconsistent volume name/],
     [[{ path: `/srv/ferry/${UUID}/a b.qcow2`, name: 'a b.qcow2' }], /unsafe or inconsistent volume name/],
-  ])("the source's layout check refuses disks %j", (disks, why) => {
+  ])("the source's disk check refuses disks %j", (disks, why) => {
     const full = disks.map((d) => ({ ...d, target: 'vda', sizeBytes: 1, format: 'qcow2' as const }));
-    expect(() => checkStorageLayout('vm1', full, '/srv/ferry')).toThrow(why);
+    expect(() => checkDiskPaths('vm1', full)).toThrow(why);
+  });
+
+  it.each([
+    [`/srv/ferry/${UUID}/disk0.qcow2`, `/srv/ferry/${UUID}`],
+    ['/var/lib/libvirt/images/vm1.qcow2', '/var/lib/libvirt/images'],
+    [`/srv/other/${UUID}/disk0.qcow2`, `/srv/other/${UUID}`],
+  ])("the source's disk check accepts %s (directory %s)", (path, dir) => {
+    const disk = { path, name: path.slice(path.lastIndexOf('/') + 1), target: 'vda', sizeBytes: 1, format: 'qcow2' as const };
+    expect(checkDiskPaths('vm1', [disk])).toBe(dir);
   });
 
   it('VirshHypervisor refuses "." and ".." path segments before running virsh', async () => {

@@ -1,0 +1,37 @@
+/**
+ * Storage plans in the workflow (sandbox-safe): the plan of a migration started before storage plans existed,
+ * what the report shows of a plan, and how much a plan copies.
+ */
+import type { PlannedDisk, ReportedDisk, StoragePlan, VmFacts } from './migration';
+import { vmPoolName } from './names';
+
+/**
+ * What Ferry did before it planned storage: every disk copied into its one per-VM directory, through a pool
+ * `ferry-<uuid>` it creates there. The workflow uses it when replaying such a run (patched()).
+ */
+export function legacyPlan(vm: VmFacts): StoragePlan {
+  const pool = vmPoolName(vm.uuid);
+  return {
+    disks: vm.disks.map((d) => ({ ...d, layout: 'copied', pool, replacesLeftover: false, flattened: false })),
+    directories: [{ path: vm.storageDir, pool, poolExists: false, dirExists: false }],
+  };
+}
+
+export function copiedDisks(plan: StoragePlan): PlannedDisk[] {
+  return plan.disks.filter((d) => d.layout === 'copied');
+}
+
+/** Bytes the migration moves: the guest's memory and the copied disks' virtual sizes (shared disks move nothing). */
+export function dataToMove(vm: VmFacts, plan: StoragePlan): number {
+  return vm.memoryMiB * 1024 * 1024 + copiedDisks(plan).reduce((s, d) => s + d.sizeBytes, 0);
+}
+
+export function reportedDisks(plan: StoragePlan): ReportedDisk[] {
+  return plan.disks.map((d) => ({ target: d.target, path: d.path, layout: d.layout, ...(d.flattened ? { flattened: true } : {}) }));
+}
+
+/** Create-task names per disk: `disk:<name>`, or `disk:<path>` where two disks share a name in different directories. */
+export function diskTaskName(d: PlannedDisk, plan: StoragePlan): string {
+  const twins = plan.disks.filter((x) => x.layout === 'copied' && x.name === d.name).length;
+  return twins > 1 ? `disk:${d.path}` : `disk:${d.name}`;
+}

@@ -8,6 +8,7 @@ import { formatDuration } from '../common/durations';
 import { syncInventory } from '../inventory';
 import type { CliContext } from './context';
 import { CliExit, EXIT, gib, printJson, printTable } from './output';
+import { diskLayout } from '../common/storage';
 
 export const ROOT_POOL = 'ferry-root';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/libvirt/images/ferry';
@@ -90,7 +91,9 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       const inv = await ctx.inventory();
       const host = o.host ? ((await inv.getHost(o.host))?.name ?? o.host) : undefined;
       const list = await inv.listVms(host ? { host } : {});
-      if (o.json) return printJson(list);
+      const roots = new Map((await inv.listHosts()).map((h) => [h.name, h.storageRoot]));
+      const layout = (v: (typeof list)[number]) => diskLayout(v.disks, roots.get(v.host) ?? '/');
+      if (o.json) return printJson(list.map((v) => ({ ...v, layout: layout(v) })));
       printTable(list, [
         { header: 'NAME', value: (v) => v.name },
         { header: 'UUID', value: (v) => v.uuid },
@@ -99,6 +102,7 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
         { header: 'MEMORY', value: (v) => `${v.memoryMiB} MiB`, align: 'right' },
         { header: 'VCPUS', value: (v) => v.vcpus, align: 'right' },
         { header: 'DISKS', value: (v) => v.disks.map((d) => `${d.target}:${d.name}(${gib(d.sizeBytes)})`).join(' ') },
+        { header: 'LAYOUT', value: layout },
       ]);
     });
 

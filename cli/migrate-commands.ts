@@ -248,6 +248,7 @@ function printProgress(p: MigrationProgress): void {
     `  ${p.source} → ${p.target ?? '(choosing)'}; started ${p.startedAt}${p.deadline ? `, deadline ${p.deadline}` : ''}`,
     `  create attempts: ${Object.entries(p.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`,
     `  artifacts: ${p.artifacts.map((a) => (a.kind === 'volume' ? `volume ${a.name}` : a.kind === 'pool' ? `pool ${a.pool}` : `dir ${a.path}`)).join(', ') || '-'}`,
+    ...diskLines(p.disks),
   ];
   if (p.migration) {
     lines.push(
@@ -268,12 +269,19 @@ function printProgress(p: MigrationProgress): void {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+/** Per disk: shared with the target (nothing copied) or copied (flattened when it had a backing chain). */
+function diskLines(disks: MigrationProgress['disks'] | undefined): string[] {
+  return (disks ?? []).map((d) => `  disk ${d.target} ${d.path}: ${d.layout === 'shared' ? 'shared storage, not copied' : d.flattened ? 'copied (backing chain flattened)' : 'copied'}`);
+}
+
 function printReport(r: MigrationReport): void {
   const head =
     r.status === 'migrated'
       ? `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
-  const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`];
+  const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];
+  if (r.bytesTransferred !== null) lines.push(`  bytes transferred: ${mib(r.bytesTransferred)}`);
+  for (const t of r.rejectedTargets ?? []) lines.push(`  target ${t.host} refused: ${t.reason}`);
   if (r.status === 'migrated') lines.push(`  source storage ${r.sourceCleaned ? 'removed' : 'kept'}`);
   if (r.limitFired) lines.push(`  deadline: ${r.limitFired.limit} → ${r.limitFired.action}`);
   for (const w of r.warnings) lines.push(`  warning: ${w}`);

@@ -3,7 +3,8 @@
  * what the report shows of a plan, and how much a plan copies.
  */
 import type { PlannedDisk, ReportedDisk, StoragePlan, VmFacts } from './migration';
-import { vmPoolName } from './names';
+import { dirnameOf, normalizeAbsolute, vmPoolName } from './names';
+import type { DiskRecord } from './types';
 
 /**
  * What Ferry did before it planned storage: every disk copied into its one per-VM directory, through a pool
@@ -34,4 +35,17 @@ export function reportedDisks(plan: StoragePlan): ReportedDisk[] {
 export function diskTaskName(d: PlannedDisk, plan: StoragePlan): string {
   const twins = plan.disks.filter((x) => x.layout === 'copied' && x.name === d.name).length;
   return twins > 1 ? `disk:${d.path}` : `disk:${d.name}`;
+}
+
+/**
+ * How a VM's disks are laid out on its host, for `ferry vms list`: `per-VM directory` (a directory of its own
+ * directly under the host's storage root, Ferry's layout), `directory <path>` (e.g. libvirt's flat `default`
+ * pool at /var/lib/libvirt/images, holding other VMs' disks too), or `<n> directories`.
+ */
+export function diskLayout(disks: readonly Pick<DiskRecord, 'path'>[], storageRoot: string): string {
+  const dirs = [...new Set(disks.map((d) => dirnameOf(d.path)))];
+  const [only] = dirs;
+  if (only === undefined) return 'no disks';
+  if (dirs.length > 1) return `${dirs.length} directories`;
+  return dirnameOf(only) === normalizeAbsolute(storageRoot) ? 'per-VM directory' : `directory ${only}`;
 }

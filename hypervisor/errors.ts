@@ -91,6 +91,8 @@ const RULES: ReadonlyArray<readonly [RegExp, LibvirtErrorKind]> = [
   // already there
   [/already exists/i, 'exists'],
   [/exists already/i, 'exists'],
+  [/already in use/i, 'exists'], // "storage volume name 'x' already in use"
+  [/File exists/i, 'exists'],
   [/conflict/i, 'exists'],
   // the request cannot succeed as asked
   [/invalid argument/i, 'invalid'],

@@ -44,11 +44,22 @@ describe.skipIf(!canRunLab)('storage faults on the target (real lab)', () => {
     return info['virtual-size'];
   }
 
+  /** The provenance records an earlier, crashed Ferry migration of `vm` left in the inventory for what it made on `host`. */
+  async function recordedLeftovers(vm: LabVm, host: string, kinds: ('directory' | 'pool' | 'volume')[]): Promise<void> {
+    const run = { host, pool: `ferry-${vm.uuid}`, vmUuid: vm.uuid, workflowId: `ferry-migrate-${vm.uuid}`, runId: 'a-crashed-earlier-run' };
+    for (const kind of kinds) {
+      await f.inventory.recordArtifact({ ...run, kind, path: kind === 'volume' ? `${vmDir(vm)}/disk0.qcow2` : vmDir(vm) }, 'created');
+    }
+  }
+
   it("a crashed attempt's pool and stale volume of the same name are replaced, not reused; another VM's leftovers are not touched", async () => {
     const [a, b] = [vms[0]!, vms[1]!];
     const { target } = await ends(a);
     const poolA = `ferry-${a.uuid}`;
     const poolB = `ferry-${b.uuid}`;
+    // Ferry replaces a same-name volume only when its provenance record proves it this VM's leftover (issue 15)
+    await recordedLeftovers(a, target, ['directory', 'pool', 'volume']);
+    await recordedLeftovers(b, target, ['directory', 'pool', 'volume']);
     // A's leftovers: its pool, active, with a 1 MiB "disk0.qcow2" full of junk
     await f.hv.createStorageDirectory(uriOf(target), poolA, vmDir(a));
     await f.hv.startPool(uriOf(target), poolA);
@@ -99,7 +110,8 @@ describe.skipIf(!canRunLab)('storage faults on the target (real lab)', () => {
     expect(await f.inventory.getVm(c.uuid)).toMatchObject({ host: source, state: 'running' });
     expect(await f.inventory.getClaim(c.uuid)).toBeNull();
     console.log(`FAULT-RESULT ${JSON.stringify({ file: 'storage', label: 'same-name pool on another directory', vm: c.name, outcome: outcome.status, kept: true })}`);
-    // remove that pool by hand (as an operator would), then everything is consistent
+    // remove that pool by hand (as an operator would: its file, then the pool and its directory), then everything is consistent
+    await f.hv.deleteVolume(uriOf(target), pool, 'precious.img');
     await f.hv.removeStorageDirectory(uriOf(target), pool);
     expect(await expectConsistent(c, 'same-name pool on another directory (after manual removal)')).toBe(source);
   }, 240_000);
@@ -122,6 +134,7 @@ describe.skipIf(!canRunLab)('storage faults on the target (real lab)', () => {
     expect(await f.inventory.getVm(c.uuid)).toMatchObject({ host: source, state: 'running' });
     expect(await f.inventory.getClaim(c.uuid)).toBeNull();
     console.log(`FAULT-RESULT ${JSON.stringify({ file: 'storage', label: 'directory owned by another pool', vm: c.name, outcome: outcome.status, kept: true })}`);
+    await f.hv.deleteVolume(uriOf(target), 'someone-else', 'theirs.img');
     await f.hv.removeStorageDirectory(uriOf(target), 'someone-else');
     expect(await expectConsistent(c, 'directory owned by another pool (after manual removal)')).toBe(source);
   }, 240_000);

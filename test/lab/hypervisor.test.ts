@@ -55,7 +55,7 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
     if (!disk) throw new Error('vm has no disk');
     await hv.createStorageDirectory(h2.uri, vmPool(), vmDir());
     await hv.startPool(h2.uri, vmPool());
-    await hv.recreateVolume(h2.uri, vmPool(), 'disk0.qcow2', disk.capacityBytes, disk.format);
+    await hv.recreateVolume(h2.uri, vmPool(), 'disk0.qcow2', disk.capacityBytes, disk.format, { replace: true });
   }
 
   beforeAll(async () => {
@@ -142,7 +142,9 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
     expect(await hv.listPools(h2.uri)).toContainEqual({ name: pool, path: dir, active: true });
 
     await hv.recreateVolume(h2.uri, pool, 'disk0.qcow2', 64 * MiB, 'qcow2');
-    await hv.recreateVolume(h2.uri, pool, 'disk0.qcow2', 32 * MiB, 'qcow2'); // replaced, not reused
+    // an existing volume is never replaced unless the caller says it owns it (issue 15: provenance)
+    expect((await rejection(hv.recreateVolume(h2.uri, pool, 'disk0.qcow2', 32 * MiB, 'qcow2'))).kind).toBe('exists');
+    await hv.recreateVolume(h2.uri, pool, 'disk0.qcow2', 32 * MiB, 'qcow2', { replace: true }); // replaced, not reused
     await hv.recreateVolume(h2.uri, pool, 'disk1.raw', 8 * MiB, 'raw');
     const vols = await hv.listVolumes(h2.uri, pool);
     expect(vols).toEqual(
@@ -165,9 +167,14 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
 
     await hv.stopPool(h2.uri, pool);
     await hv.stopPool(h2.uri, pool);
-    // removal starts the pool again to delete what is left in it (disk0.qcow2 here)
+    // removal never deletes a file: with disk0.qcow2 still in it the directory and its pool are kept
+    const kept = await rejection(hv.removeStorageDirectory(h2.uri, pool));
+    expect(kept.kind).toBe('invalid');
+    expect(kept.message).toMatch(/still holds .*disk0\.qcow2; kept with its pool/);
+    expect(existsSync(`${onHost}/disk0.qcow2`)).toBe(true);
+    expect(await hv.deleteVolume(h2.uri, pool, 'disk0.qcow2')).toBe(true);
     const removed = await measured(() => hv.removeStorageDirectory(h2.uri, pool));
-    console.log(`removeStorageDirectory (1 volume): ${removed.calls} virsh call(s), ${removed.ms.toFixed(1)} ms`);
+    console.log(`removeStorageDirectory (empty): ${removed.calls} virsh call(s), ${removed.ms.toFixed(1)} ms`);
     expect(existsSync(onHost)).toBe(false);
     expect((await hv.listPools(h2.uri)).map((p) => p.name)).not.toContain(pool);
     await hv.removeStorageDirectory(h2.uri, pool); // absent: nothing to do
@@ -295,6 +302,7 @@ describe.skipIf(!canRun)('VirshHypervisor on the lab', () => {
 
     // The source keeps its disk file and pool after a copy-storage migration: the caller removes them.
     expect(existsSync(hostPath(home, h1.name, vm.diskPath))).toBe(true);
+    await hv.deleteVolume(h1.uri, vmPool(), 'disk0.qcow2');
     await hv.removeStorageDirectory(h1.uri, vmPool());
     expect(existsSync(hostPath(home, h1.name, vmDir()))).toBe(false);
     expect(existsSync(hostPath(home, h2.name, vm.diskPath))).toBe(true);

@@ -69,6 +69,7 @@ export class MigrationRun {
   /** The disks libvirt copies, each with the target pool of its pre-created volume. */
   private readonly copied: (Pick<DiskRecord, 'target' | 'name' | 'sizeBytes' | 'format'> & { pool: string })[];
   private readonly copyDisks: string[] | undefined;
+  private readonly sharedStorageProven: boolean;
 
   constructor(
     private readonly rt: ActivityRuntime,
@@ -80,6 +81,7 @@ export class MigrationRun {
       ? planned.filter((d) => d.layout === 'copied').map((d) => ({ ...d, pool: d.pool ?? input.pool }))
       : input.disks.map((d) => ({ ...d, pool: input.pool }));
     this.copyDisks = planned ? this.copied.map((d) => d.target) : undefined;
+    this.sharedStorageProven = planned?.some((d) => d.layout === 'shared') ?? false;
     this.monitor = new ConvergenceMonitor(input.convergence, rt.hv, input.source.uri, input.vmUuid, (c) => rt.report({ convergence: c }));
   }
 
@@ -127,6 +129,7 @@ export class MigrationRun {
         autoConverge: convergence.autoConverge,
         postCopy: convergence.postCopy,
         ...(this.copyDisks !== undefined ? { copyDisks: this.copyDisks } : {}),
+        ...(this.sharedStorageProven ? { sharedStorageProven: true } : {}),
         clientTimeoutMs,
         signal: this.ctx.cancellationSignal,
       })

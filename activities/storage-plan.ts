@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { HostRef, PlannedDirectory, PlannedDisk, RunRef, StoragePlan, VmFacts } from '../common/migration';
 import type { DiskRecord, HostRecord } from '../common/types';
 import { dirnameOf, isStrictlyInside, normalizeAbsolute, vmPoolName } from '../common/names';
+import { byDirectory, ownPoolName } from '../common/storage';
 import { LibvirtError } from '../hypervisor/errors';
 import type { Hypervisor, PoolInfo } from '../hypervisor/port';
 import type { Inventory } from '../inventory/store';
@@ -22,8 +23,11 @@ export interface PlanStorageInput {
   owner: RunRef;
 }
 
-/** The plan, or why this target cannot take the VM's storage (nothing was created on it). */
-export type PlanStorageResult = { plan: StoragePlan } | { refused: string };
+/**
+ * The plan; or why this target cannot take the VM's storage (nothing was created on it); or `deferred`: a host
+ * did not answer, and each directory task makes its directory's plan as its first step (with its retries).
+ */
+export type PlanStorageResult = { plan: StoragePlan } | { refused: string } | { deferred: string };
 
 /** Probe volumes and the transient pools that hold them are named so; a crashed attempt's are removed. */
 export const PROBE_PREFIX = 'ferry-probe-';
@@ -52,61 +56,91 @@ export function isPerVmDirectory(dir: string, host: Pick<HostRecord, 'storageRoo
   return root !== null && dirnameOf(normalizeAbsolute(dir) ?? dir) === root;
 }
 
-export function planningActivities({ inventory, hv }: ActivityRuntime) {
-  return {
-    /** Step 3's storage check of a claimed target: each disk shared or copied, and where copies go. */
-    async planStorage(input: PlanStorageInput): Promise<PlanStorageResult> {
-      return guarded(async () => {
-        const { vm, target, owner } = input;
-        const [targetHost, sourceDom, targetDomains] = await Promise.all([
-          inventory.getHost(target.name),
-          hv.getDomain(vm.source.uri, vm.uuid),
-          hv.listDomains(target.uri),
-        ]);
-        const [targetPools, sourcePools] = await Promise.all([clearStaleProbes(hv, target.uri), clearStaleProbes(hv, vm.source.uri)]);
-        const inUse = new Set(targetDomains.flatMap((d) => d.files));
-        const backing = new Map((sourceDom?.disks ?? []).map((d) => [d.target, d.backingFile !== undefined]));
-        const disks: PlannedDisk[] = [];
-        const directories: PlannedDirectory[] = [];
+/** What planning one directory needs to know about both hosts (read once per plan). */
+export interface PlanContext {
+  vm: VmFacts;
+  target: HostRef;
+  targetHost: HostRecord | null;
+  targetPools: PoolInfo[];
+  sourcePools: PoolInfo[];
+  /** Files some domain on the target references: never replaced. */
+  inUse: Set<string>;
+  /** Per disk target: whether the source image has a backing chain. */
+  backing: Map<string, boolean>;
+}
 
-        for (const [dir, inDir] of byDirectory(vm.disks)) {
-          const perVm = isPerVmDirectory(dir, targetHost);
-          const existing = poolOn(targetPools, dir);
-          const foreignPerVmPool = perVm && existing !== undefined && existing.name !== vmPoolName(vm.uuid);
-          // Another owner's pool on Ferry's per-VM directory: not probed, not used; the directory task refuses it.
-          const seen = foreignPerVmPool
-            ? { shared: false, dirExists: true, files: new Set<string>() }
-            : await probe(hv, vm.source, target, dir, targetPools, sourcePools, owner);
-          if (seen.shared) {
-            for (const d of inDir) disks.push(planned(d, 'shared', null, false, backing));
-            continue;
-          }
-          const place = choosePool(dir, directories.length, existing, foreignPerVmPool, vm, target, targetHost);
-          if ('refused' in place) return place;
-          directories.push({ path: dir, pool: place.pool, poolExists: place.poolExists, dirExists: seen.dirExists });
-          for (const d of inDir) {
-            const taken = seen.files.has(d.name);
-            if (taken) {
-              const why = await leftoverRefusal(inventory, d, vm, target, inUse);
-              if (why !== null) return { refused: why };
-            }
-            disks.push(planned(d, 'copied', place.pool, taken, backing));
-          }
-        }
-        return { plan: { disks, directories } };
-      });
-    },
+/** One directory's plan: its disks (shared or copied) and, for copied ones, the target directory + pool. */
+export type DirectoryPlan = { disks: PlannedDisk[]; directory: PlannedDirectory | null } | { refused: string };
+
+export async function planContext(inventory: Inventory, hv: Hypervisor, vm: VmFacts, target: HostRef): Promise<PlanContext> {
+  const [targetHost, sourceDom, targetDomains] = await Promise.all([inventory.getHost(target.name), hv.getDomain(vm.source.uri, vm.uuid), hv.listDomains(target.uri)]);
+  const [targetPools, sourcePools] = await Promise.all([clearStaleProbes(hv, target.uri), clearStaleProbes(hv, vm.source.uri)]);
+  return {
+    vm,
+    target,
+    targetHost,
+    targetPools,
+    sourcePools,
+    inUse: new Set(targetDomains.flatMap((d) => d.files)),
+    backing: new Map((sourceDom?.disks ?? []).map((d) => [d.target, d.backingFile !== undefined])),
   };
 }
 
-/** The VM's disks by directory, in the order of the disks. */
-export function byDirectory(disks: readonly DiskRecord[]): Map<string, DiskRecord[]> {
-  const out = new Map<string, DiskRecord[]>();
-  for (const d of disks) {
-    const dir = dirnameOf(d.path);
-    out.set(dir, [...(out.get(dir) ?? []), d]);
+/** Plans one directory of the VM's disks (`index`: how many directories with copies came before it). */
+export async function planDirectory(inventory: Inventory, hv: Hypervisor, c: PlanContext, dir: string, inDir: DiskRecord[], index: number): Promise<DirectoryPlan> {
+  const { vm, target } = c;
+  const perVm = isPerVmDirectory(dir, c.targetHost);
+  const existing = poolOn(c.targetPools, dir);
+  const foreignPerVmPool = perVm && existing !== undefined && existing.name !== vmPoolName(vm.uuid);
+  // Another owner's pool on Ferry's per-VM directory: not probed, not used; the directory task refuses it.
+  const seen = foreignPerVmPool ? { shared: false, dirExists: true, files: new Set<string>() } : await probe(hv, vm, target, dir, c.targetPools, c.sourcePools);
+  if (seen.shared) return { disks: inDir.map((d) => planned(d, 'shared', null, false, c.backing)), directory: null };
+  const place = choosePool(dir, index, existing, foreignPerVmPool, vm, target, c.targetHost);
+  if ('refused' in place) return place;
+  const disks: PlannedDisk[] = [];
+  for (const d of inDir) {
+    const taken = seen.files.has(d.name);
+    if (taken) {
+      const why = await leftoverRefusal(inventory, d, vm, target, c.inUse);
+      if (why !== null) return { refused: why };
+    }
+    disks.push(planned(d, 'copied', place.pool, taken, c.backing));
   }
-  return out;
+  return { disks, directory: { path: dir, pool: place.pool, poolExists: place.poolExists, dirExists: seen.dirExists } };
+}
+
+/** The target (or the source) cannot be reached: the plan is made by the directory tasks instead, with their retries. */
+function unreachable(err: unknown): boolean {
+  return err instanceof LibvirtError && (err.kind === 'connection' || err.kind === 'timeout' || err.kind === 'busy');
+}
+
+export function planningActivities({ inventory, hv }: ActivityRuntime) {
+  return {
+    /**
+     * Step 3's storage check of a claimed target: each disk shared or copied, and where copies go. A host that
+     * does not answer defers the plan to the create tasks (`deferred`), whose threshold then applies.
+     */
+    async planStorage(input: PlanStorageInput): Promise<PlanStorageResult> {
+      return guarded(async () => {
+        const { vm, target } = input;
+        try {
+          const c = await planContext(inventory, hv, vm, target);
+          const disks: PlannedDisk[] = [];
+          const directories: PlannedDirectory[] = [];
+          for (const [dir, inDir] of byDirectory(vm.disks)) {
+            const one = await planDirectory(inventory, hv, c, dir, inDir, directories.length);
+            if ('refused' in one) return one;
+            disks.push(...one.disks);
+            if (one.directory) directories.push(one.directory);
+          }
+          return { plan: { disks, directories } };
+        } catch (err) {
+          if (unreachable(err)) return { deferred: (err as Error).message };
+          throw err;
+        }
+      });
+    },
+  };
 }
 
 function planned(d: DiskRecord, layout: PlannedDisk['layout'], pool: string | null, replacesLeftover: boolean, backing: Map<string, boolean>): PlannedDisk {
@@ -133,7 +167,7 @@ function choosePool(
   target: HostRef,
   targetHost: HostRecord | null,
 ): { pool: string; poolExists: boolean } | { refused: string } {
-  const ours = index === 0 ? vmPoolName(vm.uuid) : `${vmPoolName(vm.uuid)}-${index}`;
+  const ours = ownPoolName(vm.uuid, index);
   if (existing !== undefined && !foreignPerVmPool) return { pool: existing.name, poolExists: true };
   if (existing !== undefined) return { pool: ours, poolExists: false }; // refused by the directory task, as it always was
   const root = targetHost?.storageRoot;
@@ -171,16 +205,10 @@ async function clearStaleProbes(hv: Hypervisor, uri: string): Promise<PoolInfo[]
  * in it from the source (after a refresh), then deleted. Transient pools are used where a host has no pool
  * on the directory (a missing directory on the target: not shared, nothing to probe).
  */
-async function probe(
-  hv: Hypervisor,
-  source: HostRef,
-  target: HostRef,
-  dir: string,
-  targetPools: readonly PoolInfo[],
-  sourcePools: readonly PoolInfo[],
-  owner: RunRef,
-): Promise<Seen> {
-  const tag = `${PROBE_PREFIX}${owner.runId.replace(/[^A-Za-z0-9]/g, '').slice(0, 12)}`;
+async function probe(hv: Hypervisor, vm: VmFacts, target: HostRef, dir: string, targetPools: readonly PoolInfo[], sourcePools: readonly PoolInfo[]): Promise<Seen> {
+  const source = vm.source;
+  // Tagged by VM: one migration of a VM runs at a time, so a probe of this tag that is there is a crashed one's.
+  const tag = `${PROBE_PREFIX}${vm.uuid.slice(0, 8)}`;
   const transient: { uri: string; pool: string }[] = [];
   const usePool = async (uri: string, pools: readonly PoolInfo[]): Promise<string | null> => {
     const existing = poolOn(pools, dir);

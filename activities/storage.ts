@@ -8,7 +8,8 @@
  * run's records prove it created, never a file a domain on the target uses, and a directory only when empty.
  */
 import { Context } from '@temporalio/activity';
-import type { CreateTaskResult, HostRef, RunRef } from '../common/migration';
+import type { CreateTaskResult, HostRef, PlannedDirectory, PlannedDisk, RunRef, VmFacts } from '../common/migration';
+import { dirnameOf } from '../common/names';
 import type { DiskRecord, StorageArtifactRecord } from '../common/types';
 import { FailureType } from '../common/failures';
 import { LibvirtError } from '../hypervisor/errors';
@@ -18,7 +19,7 @@ import type { ActivityRuntime } from './context';
 import { safeVolumeName, targetDoesNotRunVm, targetKeepsStorageThere } from './checks';
 import { guarded, nonRetryable } from './failures';
 import { assertNotRunningOn } from './locate';
-import { poolOn, samePath } from './storage-plan';
+import { planContext, planDirectory, poolOn, samePath } from './storage-plan';
 
 export interface TargetStorageInput {
   target: HostRef;
@@ -28,11 +29,20 @@ export interface TargetStorageInput {
   task?: string;
 }
 
-/** The directory task: `poolExists` and `dirExists` come from the storage plan (absent: create both, as before). */
+/**
+ * The directory task: `poolExists` and `dirExists` come from the storage plan (absent: create both, as before).
+ * `decide`: the plan was deferred (the target did not answer then): this task plans its directory first.
+ */
 export interface DirectoryTaskInput extends TargetStorageInput {
   path: string;
   poolExists?: boolean;
   dirExists?: boolean;
+  decide?: { vm: VmFacts; index: number };
+}
+
+export interface DirectoryTaskResult extends CreateTaskResult {
+  /** With `decide`: this directory's plan (`directory: null` when it is shared storage: nothing to create). */
+  plan?: { disks: PlannedDisk[]; directory: PlannedDirectory | null };
 }
 
 export interface DiskTaskInput extends TargetStorageInput {
@@ -57,39 +67,59 @@ export function storageActivities({ inventory, hv, noteAttempt }: ActivityRuntim
     ...currentRun(),
   });
 
+  /** The directory (and Ferry's pool on it) on the target, creating only what is missing; records what it creates. */
+  async function ensureDirectory(target: HostRef, vmUuid: string, path: string, pool: string, poolExists: boolean, dirExists: boolean): Promise<boolean> {
+    if (poolExists) {
+      if (!poolOn(await hv.listPools(target.uri), path)) {
+        throw new Error(`the pool on ${path} the storage plan found on ${target.name} is gone: planning again`);
+      }
+      return false;
+    }
+    if (dirExists) {
+      // A directory that is there already: define our pool on it, never build (owner and mode stay).
+      await hv.definePool(target.uri, pool, path);
+      await inventory.recordArtifact(record(target, 'pool', path, pool, vmUuid), 'created');
+      return false;
+    }
+    // Ferry creates directories only directly under the target's storage root.
+    targetKeepsStorageThere(target, await inventory.getHost(target.name), path);
+    const dir = record(target, 'directory', path, pool, vmUuid);
+    await inventory.recordArtifact(dir); // before it is built: a crash after the build still knows it is ours
+    try {
+      await hv.createStorageDirectory(target.uri, pool, path);
+    } catch (err) {
+      // Refused (another owner's pool there, our name elsewhere): nothing was built, nothing is ours.
+      if (err instanceof LibvirtError && err.kind === 'exists') await inventory.markArtifact(dir, 'removed');
+      throw err;
+    }
+    await inventory.recordArtifact(record(target, 'pool', path, pool, vmUuid), 'created');
+    await inventory.markArtifact(dir, 'created');
+    return true;
+  }
+
   return {
-    /** Create task 1: the directory on the target, through a dir pool — only if there is no pool on it yet. */
-    async createStorageDirectory(input: DirectoryTaskInput): Promise<CreateTaskResult> {
+    /**
+     * Create task 1: the directory on the target, through a dir pool — only if there is no pool on it yet.
+     * With `decide` it first makes this directory's storage plan (shared: nothing to create).
+     */
+    async createStorageDirectory(input: DirectoryTaskInput): Promise<DirectoryTaskResult> {
       const attempt = await noteAttempt(input.task ?? 'directory');
       return guarded(async () => {
-        const { target, path, pool } = input;
+        const { target, path } = input;
         targetDoesNotRunVm(target, input.vmUuid, await hv.getDomain(target.uri, input.vmUuid));
-        if (input.poolExists) {
-          if (!poolOn(await hv.listPools(target.uri), path)) {
-            throw new Error(`the pool on ${path} the storage plan found on ${target.name} is gone: planning again`);
-          }
-          return { attempt, created: false };
+        let { pool, poolExists, dirExists } = input;
+        let plan: DirectoryTaskResult['plan'];
+        if (input.decide) {
+          const { vm, index } = input.decide;
+          const inDir = vm.disks.filter((d) => dirnameOf(d.path) === path);
+          const decided = await planDirectory(inventory, hv, await planContext(inventory, hv, vm, target), path, inDir, index);
+          if ('refused' in decided) throw nonRetryable(FailureType.StorageConflict, decided.refused);
+          plan = decided;
+          if (decided.directory === null) return { attempt, created: false, plan };
+          ({ pool, poolExists, dirExists } = decided.directory);
         }
-        if (input.dirExists) {
-          // A directory that is there already: define our pool on it, never build (owner and mode stay).
-          await hv.definePool(target.uri, pool, path);
-          await inventory.recordArtifact(record(target, 'pool', path, pool, input.vmUuid), 'created');
-          return { attempt, created: false };
-        }
-        // Ferry creates directories only directly under the target's storage root.
-        targetKeepsStorageThere(target, await inventory.getHost(target.name), path);
-        const dir = record(target, 'directory', path, pool, input.vmUuid);
-        await inventory.recordArtifact(dir); // before it is built: a crash after the build still knows it is ours
-        try {
-          await hv.createStorageDirectory(target.uri, pool, path);
-        } catch (err) {
-          // Refused (another owner's pool there, our name elsewhere): nothing was built, nothing is ours.
-          if (err instanceof LibvirtError && err.kind === 'exists') await inventory.markArtifact(dir, 'removed');
-          throw err;
-        }
-        await inventory.recordArtifact(record(target, 'pool', path, pool, input.vmUuid), 'created');
-        await inventory.markArtifact(dir, 'created');
-        return { attempt, created: true };
+        const created = await ensureDirectory(target, input.vmUuid, path, pool, poolExists === true, dirExists === true);
+        return { attempt, created, ...(plan ? { plan } : {}) };
       });
     },
 

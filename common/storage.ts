@@ -49,3 +49,18 @@ export function diskLayout(disks: readonly Pick<DiskRecord, 'path'>[], storageRo
   if (dirs.length > 1) return `${dirs.length} directories`;
   return dirnameOf(only) === normalizeAbsolute(storageRoot) ? 'per-VM directory' : `directory ${only}`;
 }
+
+/** The VM's disks by directory, in the order of the disks. */
+export function byDirectory<D extends Pick<DiskRecord, 'path'>>(disks: readonly D[]): Map<string, D[]> {
+  const out = new Map<string, D[]>();
+  for (const d of disks) {
+    const dir = dirnameOf(d.path);
+    out.set(dir, [...(out.get(dir) ?? []), d]);
+  }
+  return out;
+}
+
+/** The pool Ferry defines on the `index`-th directory that receives copies: `ferry-<uuid>`, then `ferry-<uuid>-1`, … */
+export function ownPoolName(vmUuid: string, index: number): string {
+  return index === 0 ? vmPoolName(vmUuid) : `${vmPoolName(vmUuid)}-${index}`;
+}

@@ -107,6 +107,7 @@ const RULES: ReadonlyArray<readonly [RegExp, LibvirtErrorKind]> = [
   [/transport in URL not recognised/i, 'invalid'],
   [/unexpected qemu URI path/i, 'invalid'],
   [/Attempt to migrate guest to the same host/i, 'invalid'],
+  [/Unsafe migration/i, 'invalid'], // 'Unsafe migration: Migration without shared storage is unsafe'
   [/authentication (failed|unavailable)/i, 'failed'],
   // any other failure to open the connection (after the rules above had their say)
   [/failed to connect to the hypervisor/i, 'connection'],

@@ -146,6 +146,12 @@ export interface MigrateOptions {
    * writable disk (`--copy-storage-all` alone).
    */
   copyDisks?: string[];
+  /**
+   * The disks not copied are on storage Ferry's probe proved the target shares (`--unsafe`): libvirt itself
+   * recognises only network filesystems (NFS, …) as shared and refuses a bind mount or an unknown cluster
+   * filesystem ("Unsafe migration: Migration without shared storage is unsafe").
+   */
+  sharedStorageProven?: boolean;
   /** Upper bound for the virsh client process, in ms (the job itself is bounded by the workflow timer). */
   clientTimeoutMs?: number;
   /** Aborting this signal kills the local virsh client only; with --p2p the job goes on (use abortJob). */

@@ -765,6 +765,7 @@ export class VirshHypervisor implements Hypervisor {
       for (const dev of opts.copyDisks) checkName('disk', dev);
       args.push('--copy-storage-all', `--migrate-disks=${opts.copyDisks.join(',')}`);
     }
+    if (opts.sharedStorageProven) args.push('--unsafe');
     if (opts.bandwidthMiBps !== undefined) {
       if (!Number.isSafeInteger(opts.bandwidthMiBps) || opts.bandwidthMiBps <= 0) {
         throw new LibvirtError('invalid', `migrate ${uuid}: bandwidth must be a positive integer MiB/s, got ${opts.bandwidthMiBps}`);

@@ -15,13 +15,24 @@
  * report and the final failure in reports.ts; the activity proxies in proxies.ts.
  */
 import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, patched, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import type { Artifact, CompletedMigrationStats, HostRef, LimitFired, LocateResult, MigrationReport, StoragePlan, VmFacts } from '../common/migration';
+import type {
+  Artifact,
+  CompletedMigrationStats,
+  HostRef,
+  LimitFired,
+  LocateResult,
+  MigrationReport,
+  PlannedDirectory,
+  PlannedDisk,
+  StoragePlan,
+  VmFacts,
+} from '../common/migration';
 import { deadlineAction } from '../common/convergence';
 import { formatDuration } from '../common/durations';
 import { FailureType } from '../common/failures';
 import { vmPoolName } from '../common/names';
 import { SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
-import { copiedDisks, dataToMove, diskTaskName, legacyPlan, reportedDisks } from '../common/storage';
+import { byDirectory, copiedDisks, dataToMove, diskTaskName, legacyPlan, ownPoolName, reportedDisks } from '../common/storage';
 import { InputError, migrationTimeoutMs, validateMigrationInput, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 import { attemptsOf, rootApplicationFailure, rootMessage, StepFailure } from './failures';
 import { artifactsOf, beginCopy, setPhase, startRun, tellParent, type MigrationRun, type Reached } from './migration-state';
@@ -37,8 +48,9 @@ export async function liveMigration(input: LiveMigrationInput): Promise<Migratio
     return await forward.run(async () => {
       const request = validateInput(run, input);
       const vm = await readVmDisks(run, request);
-      const { target, plan } = await selectTarget(run, request, vm);
-      await createTargetStorage(run, request, vm, target, plan);
+      const checked = await selectTarget(run, request, vm);
+      const { target } = checked;
+      const plan = await createTargetStorage(run, request, vm, target, checked.plan);
       const stats = await migrateBeforeDeadline(run, request, vm, target, plan);
       return await CancellationScope.nonCancellable(() => finishMigration(run, vm, target, plan, stats));
     });
@@ -87,19 +99,19 @@ const MAX_REJECTED_TARGETS = 3;
 /** Runs started before storage plans replay without one (every disk copied into a per-VM directory). */
 const STORAGE_PLAN_PATCH = 'storage-plan';
 
-/** Claims a target that passes the storage check; a refused one is given back and another one claimed. */
-async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: VmFacts): Promise<{ target: HostRef; plan: StoragePlan }> {
+/**
+ * Claims a target that passes the storage check; a refused one is given back and another one claimed. `plan`
+ * null: the target did not answer the check, and the directory tasks plan their directories (with retries).
+ */
+async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: VmFacts): Promise<{ target: HostRef; plan: StoragePlan | null }> {
   setPhase(run, 'selecting-target');
   run.reached = { step: 'claiming', vm };
   const planned = patched(STORAGE_PLAN_PATCH);
   for (;;) {
     const target = await claimTarget(run, request, vm);
     const checked = planned ? await quick.planStorage({ vm, target, owner: { workflowId: run.progress.workflowId, runId: workflowInfo().runId } }) : { plan: legacyPlan(vm) };
-    if ('plan' in checked) {
-      run.plan = checked.plan;
-      run.progress.disks = reportedDisks(checked.plan);
-      return { target, plan: checked.plan };
-    }
+    if ('plan' in checked) return { target, plan: checked.plan };
+    if ('deferred' in checked) return { target, plan: null };
     // Nothing was created on it: give the claim back (the VM is `running` on its source again), try another.
     run.rejectedTargets.push({ host: target.name, reason: checked.refused });
     await mustComplete.abandonClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId, sourceHost: vm.source.name });
@@ -149,26 +161,39 @@ function storageRefusal(run: MigrationRun, noMore: string | null): ApplicationFa
 
 /**
  * For each directory receiving copied disks, the directory and the pool ("ensure": only what is missing is
- * created, and the task says whether it created it), then each copied disk. Shared disks need nothing.
+ * created, and the task says whether it created it), then each copied disk. Shared disks need nothing. With
+ * no plan yet (the target did not answer the check), each directory task plans its directory first.
  */
-async function createTargetStorage(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef, plan: StoragePlan): Promise<void> {
+async function createTargetStorage(run: MigrationRun, request: MigrationRequest, vm: VmFacts, target: HostRef, planned: StoragePlan | null): Promise<StoragePlan> {
   setPhase(run, 'creating-storage');
   const artifacts: Artifact[] = [];
   run.reached = { step: 'storage', vm, target, artifacts };
   const tasks = createTasks(request);
   const base = { target, vmUuid: vm.uuid };
   const host = target.name;
-  const createTask = (task: string, artifact: Artifact, body: () => Promise<{ attempt: number }>) =>
+  const createTask = <R extends { attempt: number }>(task: string, artifact: Artifact, body: () => Promise<R>) =>
     runCreateTask(run, request, artifacts, task, artifact, body);
 
-  const several = plan.directories.length > 1;
-  for (const { path, pool, poolExists, dirExists } of plan.directories) {
+  const disks: PlannedDisk[] = planned ? [...planned.disks] : [];
+  const directories: PlannedDirectory[] = [];
+  const slots = planned ? planned.directories : [...byDirectory(vm.disks).keys()].map((path) => ({ path, decided: null }));
+  const several = slots.length > 1;
+  for (const slot of slots) {
+    const { path } = slot;
     const [dirTask, poolTask] = several ? [`directory:${path}`, `pool:${path}`] : ['directory', 'pool'];
-    await createTask(dirTask, { kind: 'directory', host, pool, path }, () =>
-      tasks.createStorageDirectory({ ...base, pool, path, poolExists, dirExists, task: dirTask }),
-    );
-    await createTask(poolTask, { kind: 'pool', host, pool, path }, () => tasks.createStoragePool({ ...base, pool, poolExists, task: poolTask }));
+    const decided = 'pool' in slot ? slot : null;
+    const pool = decided?.pool ?? ownPoolName(vm.uuid, directories.length);
+    const ask = decided ? { poolExists: decided.poolExists, dirExists: decided.dirExists } : { decide: { vm, index: directories.length } };
+    const made = await createTask(dirTask, { kind: 'directory', host, pool, path }, () => tasks.createStorageDirectory({ ...base, pool, path, task: dirTask, ...ask }));
+    if (made.plan) disks.push(...made.plan.disks);
+    const dir = decided ?? made.plan?.directory ?? null;
+    if (dir === null) continue; // shared storage: nothing to create
+    directories.push(dir);
+    await createTask(poolTask, { kind: 'pool', host, pool: dir.pool, path }, () => tasks.createStoragePool({ ...base, pool: dir.pool, poolExists: dir.poolExists, task: poolTask }));
   }
+  const plan: StoragePlan = { disks, directories };
+  run.plan = plan;
+  run.progress.disks = reportedDisks(plan);
   for (const d of copiedDisks(plan)) {
     const task = diskTaskName(d, plan);
     const pool = d.pool ?? vmPoolName(vm.uuid);
@@ -177,21 +202,24 @@ async function createTargetStorage(run: MigrationRun, request: MigrationRequest,
       tasks.createDisk({ ...base, pool, disk, replacesLeftover: d.replacesLeftover, task }),
     );
   }
+  return plan;
 }
 
 /** Records the artifact, runs the task, counts its attempts; a task that exhausts them aborts the migration. */
-async function runCreateTask(
+async function runCreateTask<R extends { attempt: number }>(
   run: MigrationRun,
   request: MigrationRequest,
   artifacts: Artifact[],
   task: string,
   artifact: Artifact,
-  body: () => Promise<{ attempt: number }>,
-): Promise<void> {
+  body: () => Promise<R>,
+): Promise<R> {
   artifacts.push(artifact);
   run.progress.createAttempts[task] = 1;
   try {
-    run.progress.createAttempts[task] = (await body()).attempt;
+    const done = await body();
+    run.progress.createAttempts[task] = done.attempt;
+    return done;
   } catch (err) {
     if (isCancellation(err)) throw err;
     const attempts = attemptsOf(err, request.createAttempts);

@@ -31,6 +31,7 @@ import {
   imageInfo,
   inHost,
   listInside,
+  mountFullFilesystem,
   poolState,
   poolVolumes,
   qemuDeletedFiles,
@@ -190,6 +191,57 @@ describe.skipIf(!canRunLab)('plain-virsh VM fixtures on the real lab', () => {
     expect(() => qemuHoldsDeletedFile(home, H2, 'victim')).toThrow(/no QEMU of victim runs on/);
     await removePlainVm(l(), vm);
   });
+
+  it('mountFullFilesystem: a 64 MiB qcow2 volume no longer fits, a small probe file does; undo restores the directory', async () => {
+    const LOCAL = `${DEFAULT_POOL_DIR}/local`;
+    await ensureDirPool(uri(H2), 'local', LOCAL);
+    await writeInside(home, H2, `${LOCAL}/kept`, 'kept\n');
+    const full = await mountFullFilesystem(l(), H2, LOCAL);
+    try {
+      const err = await virsh(uri(H2), ['vol-create-as', '--pool=local', '--name=big.qcow2', `--capacity=${64 * MiB}`, '--format=qcow2']).then(
+        () => 'created',
+        (e: unknown) => (e instanceof CommandError ? e.stderr.trim() : String(e)),
+      );
+      fact('vol-create-as qcow2 64 MiB on the full filesystem', err);
+      expect(err).toMatch(/space/i);
+      await writeInside(home, H2, `${LOCAL}/probe`, 'x'.repeat(100));
+      expect((await listInside(home, H2, LOCAL)).filter((n) => n !== 'big.qcow2')).toEqual(['filler', 'lost+found', 'probe']);
+    } finally {
+      await full.undo();
+    }
+    expect(await listInside(home, H2, LOCAL)).toEqual(['kept']);
+    await inHost(home, H2, 'rm', ['-f', `${LOCAL}/kept`]);
+  });
+
+  it('a guest dirtying its memory keeps a shared-storage migration at 1 MiB/s running (the timeout and cancel fixture); an idle one finishes', async () => {
+    const idle = await definePlainVm(l(), H1, { name: 'idle1', disks: [{ path: `${SHARED}/idle1.qcow2`, dataMiB: 1 }] });
+    const t0 = Date.now();
+    await virsh(uri(H1), ['migrate', '--live', '--p2p', '--persistent', '--undefinesource', '--unsafe', '--bandwidth', '1', idle.uuid, lab.hosts[1]!.uri], 120_000);
+    fact('idle VM, shared disk, --bandwidth 1: wall time of virsh migrate (ms)', Date.now() - t0);
+    await removePlainVm(l(), idle, { removeDisks: true });
+
+    const busy = await definePlainVm(l(), H1, {
+      name: 'busy1',
+      guest: { kind: 'dirty', regionMiB: 64, pagesPerSec: 2560 },
+      disks: [{ path: `${SHARED}/busy1.qcow2`, dataMiB: 1 }],
+    });
+    const ino = (await fileStat(home, H1, busy.disks[0]!.path))!.ino;
+    const job = virsh(uri(H1), ['migrate', '--live', '--p2p', '--persistent', '--undefinesource', '--unsafe', '--bandwidth', '1', busy.uuid, lab.hosts[1]!.uri], 120_000).then(
+      () => 'completed',
+      (e: unknown) => (e instanceof CommandError ? e.stderr.trim() : String(e)),
+    );
+    await new Promise((r) => setTimeout(r, 6000));
+    const info = (await virsh(uri(H1), ['domjobinfo', busy.uuid])).stdout;
+    fact('dirtying VM at --bandwidth 1 after 6 s', info.split('\n').filter((x) => /Job type|Memory remaining|Dirty rate|Iteration/.test(x)));
+    expect(info).toMatch(/Job type:\s+Unbounded/);
+    await virsh(uri(H1), ['domjobabort', busy.uuid]);
+    fact('virsh migrate after domjobabort', await job);
+    expect(await whereIs(l(), busy.uuid)).toEqual({ [H1]: 'running' });
+    expect((await fileStat(home, H1, busy.disks[0]!.path))!.ino).toBe(ino);
+    expect(qemuHoldsDeletedFile(home, H1, 'busy1')).toBe(false);
+    expect(await diskDigest(home, H1, busy.disks[0]!.path)).toBe(busy.disks[0]!.expectedDigest);
+    await removePlainVm(l(), busy, { removeDisks: true });
+  }, 240_000);
 
   it('inventory sync records plain VMs with their writable file disks (no check of the layout)', async () => {
     await syncPlainVms(inventory, l());

@@ -268,6 +268,42 @@ export async function shareDirectory(l: LabRef, hosts: readonly string[], dir: s
   return share;
 }
 
+// ---- a full filesystem -----------------------------------------------------------------------------------------
+
+/**
+ * Mounts a 1 MiB ext2 (loop, scratch image under the lab's home) over `dir` inside the host's mount namespace
+ * only, filled up to `freeKiB` KiB free (default 40: room for a small probe file, not for a 64 MiB qcow2's ~200
+ * KiB of metadata). The pools on `dir` are refreshed. Returns the undo (unmount, refresh). As
+ * test/faults/storage.test.ts does over the lab's storage root.
+ */
+export async function mountFullFilesystem(l: LabRef, host: string, dir: string, freeKiB = 40): Promise<{ undo(): Promise<void> }> {
+  const h = labHost(l, host);
+  const img = path.join(scratchDir(l.home), `full-${host}-${randomUUID()}.img`);
+  fs.writeFileSync(img, Buffer.alloc(0));
+  fs.truncateSync(img, MiB);
+  await run('mkfs.ext2', ['-q', '-F', '-b', '1024', '-m', '0', img]);
+  await inHost(l.home, h.name, 'mount', ['-o', 'loop', img, dir]);
+  const refresh = async () => {
+    const pool = await poolOnDir(h.uri, dir);
+    if (pool !== null) await virsh(h.uri, ['pool-refresh', pool]);
+  };
+  try {
+    const avail = (await inHost(l.home, h.name, 'df', ['--output=avail', '-B1024', dir])).stdout.trim().split('\n').pop()!;
+    await inHost(l.home, h.name, 'dd', ['if=/dev/zero', `of=${dir}/filler`, 'bs=1024', `count=${Number(avail) - freeKiB}`, 'status=none']);
+    await refresh();
+  } catch (e) {
+    await inHost(l.home, h.name, 'umount', [dir]);
+    throw e;
+  }
+  return {
+    async undo() {
+      await inHost(l.home, h.name, 'umount', [dir]);
+      fs.rmSync(img, { force: true });
+      await refresh();
+    },
+  };
+}
+
 // ---- bridges in a host's network namespace ----------------------------------------------------------------
 
 /** A Linux bridge `name` (up) inside the host's network namespace, for `<interface type='bridge'>`. Idempotent. */
@@ -635,6 +671,14 @@ export async function definePlainVm(l: LabRef, hostOrUri: string, spec: PlainVmS
   if (state !== 'shutoff') await virsh(host.uri, ['start', uuid], 90_000);
   if (state === 'paused') await virsh(host.uri, ['suspend', uuid]);
   return { name: spec.name, uuid, host: host.name, memoryMiB, disks, cdrom: cdrom?.path ?? null, xml };
+}
+
+/**
+ * One volume made through libvirt the way definePlainVm makes a VM's disk (vol-create-as in the pool holding its
+ * directory, deterministic content; or a qcow2 overlay), owned by no domain: "someone else's" file, a base image.
+ */
+export async function createPlainVolume(l: LabRef, hostOrUri: string, d: PlainDiskSpec): Promise<PlainDisk> {
+  return createDisk(l, labHost(l, hostOrUri), d, d.target ?? 'vda', undefined);
 }
 
 /** `virsh domstate` on the host, or null when the host has no such domain. */

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { FerryClient, type MigrationOutcome } from '../client';
+import { FerryClient, MigrationRejectedError, type MigrationOutcome } from '../client';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { openInventory, type Inventory } from '../inventory';
 import { labDown, labUp, type LabHost, type LabStatus } from '../lab';
@@ -53,6 +53,9 @@ export interface SharedStorageOptions {
 
 export interface SharedStorageRun {
   layout: DiskLayout;
+  /** `migrated`, a compensated ending, or `rejected` (refused before anything changed). */
+  status: string;
+  reason: string | null;
   direction: string;
   wallMs: number;
   workflowMs: number;
@@ -140,14 +143,20 @@ async function migrateOnce(w: World, vm: PlainVm, layout: DiskLayout): Promise<S
   const to = w.lab.hosts.find((h) => h.name !== from.name)!;
   const net0 = hostNetBytes(to.name).rx;
   const t0 = Date.now();
-  const outcome = (await w.ferry.migrate({ sourceHost: from.address, vmName: vm.name, vmUuid: vm.uuid, targetHost: to.name })) as MigrationOutcome & {
-    disks?: unknown;
-  };
+  let outcome: MigrationOutcome & { disks?: unknown };
+  try {
+    outcome = await w.ferry.migrate({ sourceHost: from.address, vmName: vm.name, vmUuid: vm.uuid, targetHost: to.name });
+  } catch (e) {
+    if (!(e instanceof MigrationRejectedError)) throw e;
+    const wallMs = Date.now() - t0;
+    return { layout, status: 'rejected', reason: e.message, direction: `${from.name}→${to.name}`, wallMs, workflowMs: wallMs, downtimeMs: null, bytesTransferred: null, wireBytes: hostNetBytes(to.name).rx - net0, reportDisks: null };
+  }
   const wallMs = Date.now() - t0;
   const wireBytes = hostNetBytes(to.name).rx - net0;
-  if (outcome.status !== 'migrated') throw new Error(`Ferry migration of ${vm.name} (${layout}) ended ${outcome.status}: ${outcome.reason}`);
   return {
     layout,
+    status: outcome.status,
+    reason: outcome.reason,
     direction: `${from.name}→${to.name}`,
     wallMs,
     workflowMs: outcome.durationMs,
@@ -181,6 +190,10 @@ export async function sharedStorageBench(o: SharedStorageOptions): Promise<Share
       const layout: DiskLayout = m === 'A' ? 'shared' : 'copied';
       const r = await migrateOnce(world, vms[layout], layout);
       runs.push(r);
+      if (r.status !== 'migrated') {
+        log(`  ${i + 1}/${order.length} ${layout.padEnd(6)} ${r.direction}: ${r.status}: ${r.reason}`);
+        continue;
+      }
       log(
         `  ${i + 1}/${order.length} ${layout.padEnd(6)} ${r.direction}: client ${r.wallMs} ms, workflow ${r.workflowMs} ms, ` +
           `reported ${r.bytesTransferred === null ? '–' : mib(r.bytesTransferred)}, wire ${mib(r.wireBytes)}, downtime ${r.downtimeMs} ms`,
@@ -202,7 +215,9 @@ export async function sharedStorageBench(o: SharedStorageOptions): Promise<Share
 export function sharedStorageMarkdown(r: SharedStorageResult): string {
   const { options: o } = r;
   const rows = (['shared', 'copied'] as const).map((layout) => {
-    const runs = r.runs.filter((x) => x.layout === layout);
+    const all = r.runs.filter((x) => x.layout === layout);
+    const runs = all.filter((x) => x.status === 'migrated');
+    const failed = all.filter((x) => x.status !== 'migrated');
     const bytes = runs.map((x) => x.bytesTransferred).filter((x): x is number => x !== null);
     const mibRange = (v: number[]) => {
       if (v.length === 0) return '–';
@@ -211,7 +226,7 @@ export function sharedStorageMarkdown(r: SharedStorageResult): string {
     };
     return [
       layout === 'shared' ? `shared (\`${SHARED}\`)` : `copied (\`default\` pool)`,
-      String(runs.length),
+      failed.length === 0 ? String(runs.length) : `${runs.length} (+ ${failed.length} not migrated: ${[...new Set(failed.map((x) => `${x.status}: ${x.reason}`))].join('; ')})`,
       medRange(runs.map((x) => x.wallMs)),
       medRange(runs.map((x) => x.workflowMs)),
       mibRange(bytes),
@@ -229,6 +244,6 @@ export function sharedStorageMarkdown(r: SharedStorageResult): string {
       'received during the migration (everything, libvirt control traffic included; the disk mirror sends zeros cheaply). ' +
       `"intact": the disk's guest-visible content after the last migration equals what it was created with. Load ${r.load[0]} → ${r.load[1]}.`,
     '',
-    table(['disk', 'runs', 'client wall', 'workflow', 'reported bytes', 'wire bytes into target', 'downtime', 'intact'], rows),
+    table(['disk', 'migrated runs', 'client wall', 'workflow', 'reported bytes', 'wire bytes into target', 'downtime', 'intact'], rows),
   ].join('\n');
 }

@@ -1,7 +1,7 @@
 /**
  * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
  *
- *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput
+ *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
  *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
  *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
@@ -11,6 +11,8 @@
  *   --placement-baseline REV  compare with REV's inventory (default the pre-optimisation commit; "none";
  *                      "dir:PATH" for a directory holding inventory/ and common/, e.g. a local experiment)
  *   --workflows N      workflows per throughput configuration (default 150); --configs a,b (see throughput.ts)
+ *   --shared-rounds N  migrations per disk layout in `shared` (default 4): a VM with its disk on a directory two hosts
+ *                      share vs one with its disk in the `default` pool (copied), alternating ABBA
  *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
  *
  * Sections of suites that did not run are kept from the previous report (each says when it was measured).
@@ -23,8 +25,9 @@ import { log, machineInfo, machineMarkdown, REPO } from './common';
 import { placementBench, placementMarkdown, PLACEMENT_BASELINE_REV } from './placement';
 import { throughputBench, throughputMarkdown } from './throughput';
 import { downtimeMarkdown, evacuationMarkdown, labBench, overheadMarkdown, singleMedians } from './lab';
+import { sharedStorageBench, sharedStorageMarkdown, SHARED_STORAGE_DEFAULTS } from './shared-storage';
 
-const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput'] as const;
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared'] as const;
 type Suite = (typeof SUITES)[number];
 
 const TITLES: Record<Suite, string> = {
@@ -33,6 +36,7 @@ const TITLES: Record<Suite, string> = {
   evacuation: '3. Evacuation makespan vs the lower bound',
   placement: '4. Placement at fleet scale',
   throughput: '5. Workflow throughput (benchmark hypervisor)',
+  shared: '6. Shared storage vs a copied disk (real lab, plain-virsh VMs)',
 };
 
 function arg(name: string): string | undefined {
@@ -132,6 +136,12 @@ async function main(): Promise<void> {
     const r = await throughputBench({ workflows: numArg('workflows', 150), configs });
     raw.throughput = r;
     section('throughput', throughputMarkdown(r));
+  }
+
+  if (selected.has('shared')) {
+    const r = await sharedStorageBench({ ...SHARED_STORAGE_DEFAULTS, rounds: numArg('shared-rounds', SHARED_STORAGE_DEFAULTS.rounds) });
+    raw.shared = r;
+    section('shared', sharedStorageMarkdown(r));
   }
 
   const old = previousSections(out);

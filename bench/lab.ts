@@ -26,8 +26,8 @@ import { peakInFlight } from '../common/evacuation';
 import { VirshHypervisor, type VirshCallInfo } from '../hypervisor/virsh';
 import { openInventory, syncInventory, type Inventory } from '../inventory';
 import { labDown, labUp, LAB_DISK_NAME, LAB_STORAGE_ROOT, type LabHost, type LabStatus, type LabVm } from '../lab';
-import { registerLab } from '../lab/register';
 import { createFerryWorker } from '../worker';
+import { startLabWorker } from './lab-worker';
 import { startTemporal } from '../test/support/temporal';
 import { labNaming } from '../test/support/lab-naming';
 import { abbaOrder, load1, log, median, medRange, ms, ratio, sec, table } from './common';
@@ -137,19 +137,8 @@ async function startWorld(
     },
   });
   const inv = await openInventory(path.join(home, 'inventory.db'));
-  const synced = await registerLab(inv, hv, lab);
-  const failed = synced.filter((r) => r.error);
-  if (failed.length > 0) throw new Error(`lab sync failed: ${failed.map((r) => `${r.host}: ${r.error}`).join('; ')}`);
   const taskQueue = `ferry-bench-${Date.now()}`;
-  const worker = await createFerryWorker({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue,
-    inventory: inv,
-    hypervisor: hv,
-    client: env.client,
-  });
-  const running = worker.run();
+  const { worker, running } = await startLabWorker(env, inv, hv, lab, taskQueue);
   let oneShot: World['oneShot'] = null;
   if (withOneShot) {
     const hv1 = new VirshHypervisor({

@@ -20,8 +20,7 @@ import { FerryClient, MigrationRejectedError, type MigrationOutcome } from '../c
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { openInventory, type Inventory } from '../inventory';
 import { labDown, labUp, type LabHost, type LabStatus } from '../lab';
-import { registerLab } from '../lab/register';
-import { createFerryWorker } from '../worker';
+import { startLabWorker } from './lab-worker';
 import { labNaming } from '../test/support/lab-naming';
 import {
   DEFAULT_POOL_DIR,
@@ -98,19 +97,8 @@ async function startWorld(env: TestWorkflowEnvironment): Promise<World> {
   for (const h of lab.hosts) await ensureDirPool(h.uri, 'shared', SHARED);
   const hv = new VirshHypervisor();
   const inv = await openInventory(path.join(home, 'inventory.db'));
-  const synced = await registerLab(inv, hv, lab);
-  const failed = synced.filter((r) => r.error);
-  if (failed.length > 0) throw new Error(`lab sync failed: ${failed.map((r) => `${r.host}: ${r.error}`).join('; ')}`);
   const taskQueue = `ferry-bench-shared-${Date.now()}`;
-  const worker = await createFerryWorker({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue,
-    inventory: inv,
-    hypervisor: hv,
-    client: env.client,
-  });
-  const running = worker.run();
+  const { worker, running } = await startLabWorker(env, inv, hv, lab, taskQueue);
   return {
     home,
     lab,

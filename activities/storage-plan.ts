@@ -74,7 +74,8 @@ export type DirectoryPlan = { disks: PlannedDisk[]; directory: PlannedDirectory 
 
 export async function planContext(inventory: Inventory, hv: Hypervisor, vm: VmFacts, target: HostRef): Promise<PlanContext> {
   const [targetHost, sourceDom, targetDomains] = await Promise.all([inventory.getHost(target.name), hv.getDomain(vm.source.uri, vm.uuid), hv.listDomains(target.uri)]);
-  const [targetPools, sourcePools] = await Promise.all([clearStaleProbes(hv, target.uri), clearStaleProbes(hv, vm.source.uri)]);
+  const tag = probeTag(vm);
+  const [targetPools, sourcePools] = await Promise.all([clearStaleProbes(hv, target.uri, tag), clearStaleProbes(hv, vm.source.uri, tag)]);
   return {
     vm,
     target,
@@ -193,10 +194,18 @@ async function leftoverRefusal(inventory: Inventory, d: DiskRecord, vm: VmFacts,
   return `${target.name} already has ${d.path}, and ${why}: it is left untouched; move or remove it on ${target.name}, or migrate ${vm.name} elsewhere`;
 }
 
-/** Removes probe pools and volumes a crashed attempt left; returns the host's pools without them. */
-async function clearStaleProbes(hv: Hypervisor, uri: string): Promise<PoolInfo[]> {
+/** Probes are tagged by VM: one migration of a VM runs at a time, so a probe of this tag that is there is a crashed one's. */
+function probeTag(vm: Pick<VmFacts, 'uuid'>): string {
+  return `${PROBE_PREFIX}${vm.uuid.slice(0, 8)}`;
+}
+
+/**
+ * Removes the probe pools a crashed attempt of this VM's migration left (another VM's may be in use right now);
+ * returns the host's pools without any probe pool (never "the pool on a directory").
+ */
+async function clearStaleProbes(hv: Hypervisor, uri: string, tag: string): Promise<PoolInfo[]> {
   const pools = await hv.listPools(uri);
-  for (const p of pools) if (p.name.startsWith(PROBE_PREFIX)) await hv.stopPool(uri, p.name); // transient: gone once stopped
+  for (const p of pools) if (p.name.startsWith(tag)) await hv.stopPool(uri, p.name); // transient: gone once stopped
   return pools.filter((p) => !p.name.startsWith(PROBE_PREFIX));
 }
 
@@ -207,8 +216,7 @@ async function clearStaleProbes(hv: Hypervisor, uri: string): Promise<PoolInfo[]
  */
 async function probe(hv: Hypervisor, vm: VmFacts, target: HostRef, dir: string, targetPools: readonly PoolInfo[], sourcePools: readonly PoolInfo[]): Promise<Seen> {
   const source = vm.source;
-  // Tagged by VM: one migration of a VM runs at a time, so a probe of this tag that is there is a crashed one's.
-  const tag = `${PROBE_PREFIX}${vm.uuid.slice(0, 8)}`;
+  const tag = probeTag(vm);
   const transient: { uri: string; pool: string }[] = [];
   const usePool = async (uri: string, pools: readonly PoolInfo[]): Promise<string | null> => {
     const existing = poolOn(pools, dir);
@@ -221,6 +229,10 @@ async function probe(hv: Hypervisor, vm: VmFacts, target: HostRef, dir: string, 
       await hv.createTransientPool(uri, name, dir);
     } catch (err) {
       if (err instanceof LibvirtError && err.kind === 'not-found') return null; // no such directory on that host
+      if (err instanceof LibvirtError && `${err.message} ${err.stderr}`.includes(PROBE_PREFIX)) {
+        // Another migration is probing this directory right now (its transient pool holds it): retry shortly.
+        throw new Error(`another migration is probing ${dir} on ${uri === target.uri ? target.name : source.name}; trying again`);
+      }
       throw err;
     }
     transient.push({ uri, pool: name });

@@ -162,3 +162,21 @@ describe('storage plans: shared storage, flat pools, provenance (workflow, hyper
     expect(records.map((r) => r.runId)).not.toContain('an-earlier-run');
   });
 });
+
+describe('probes of migrations running at the same time', () => {
+  it("another VM's probe in flight on the same directory is neither stopped nor fatal: the plan waits and retries", async () => {
+    const dir = `${ROOT}/nopool`;
+    for (const uri of [H1, H2]) hv.host(uri).dirs.add(dir); // a directory with no pool on the target (under its root)
+    hv.addPool(H1, 'nopool', dir);
+    // another migration's transient probe pool holds that directory on the target for 1.5 s
+    const busy = 'ferry-probe-deadbeef-00000000';
+    await hv.createTransientPool(H2, busy, dir);
+    setTimeout(() => void hv.stopPool(H2, busy), 1_500);
+    const vm = await world.newVm('h1', { disks: [{ name: 'np.qcow2', target: 'vda', dir, pool: 'nopool' }] });
+    const outcome = await ferry.migrate(input(vm, { targetHost: 'h2' }));
+    expect(hv.callsOf('stopPool', H2).filter((c) => c.args[0] === busy).length).toBe(1); // only its owner stopped it
+    expect(outcome.status).toBe('migrated');
+    expect(hv.host(H2).pools.get(`ferry-${vm.uuid}`)?.path).toBe(dir); // Ferry's pool defined on the existing directory
+    expect(hv.host(H2).dirs.has(dir)).toBe(true);
+  });
+});

@@ -9,13 +9,13 @@ import { basenameOf, vmPoolName } from '../common/names';
 import type { PoolInfo } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { guarded } from './failures';
-import { isPerVmDirectory, samePath } from './storage-plan';
+import { domainUsing } from './locate';
+import { isPerVmDirectory } from './storage-plan';
 
 export interface CleanSourceInput {
   source: HostRef;
   vmUuid: string;
   disks: DiskRecord[];
-  storageDir: string;
   /** Paths of the disks that were copied (the rest are on storage the target shares). Absent: every disk. */
   copied?: string[];
 }
@@ -62,7 +62,7 @@ export function finishingActivities({ inventory, hv }: ActivityRuntime) {
         const copied = input.copied === undefined ? input.disks : input.disks.filter((d) => input.copied?.includes(d.path));
         const pools = new Set<string>();
         for (const disk of copied) {
-          const user = domains.find((d) => d.files.some((f) => samePath(f, disk.path)));
+          const user = domainUsing(domains, disk.path);
           if (user !== undefined) {
             warnings.push(`${disk.path} on ${source.name} is used by domain ${user.name}; kept`);
             continue;

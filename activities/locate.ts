@@ -7,6 +7,7 @@ import type { DiskRecord, HostRecord } from '../common/types';
 import type { CompletedMigrationStats, HostRef, LocateResult, MigrationStats } from '../common/migration';
 import { FailureType } from '../common/failures';
 import { isJobActive, type DomainInfo, type Hypervisor, type JobInfo } from '../hypervisor/port';
+import { samePath } from '../hypervisor/virsh';
 import { nonRetryable } from './failures';
 
 export function hostRef(h: HostRecord): HostRef {
@@ -25,6 +26,11 @@ export function isPostCopyFailed(d: DomainInfo | null): boolean {
 
 export function isRunningOrPaused(d: DomainInfo | null): boolean {
   return d !== null && (d.state === 'running' || d.state === 'paused');
+}
+
+/** The domain that references the file (as a disk, a cdrom or a backing file), if any. */
+export function domainUsing(domains: readonly DomainInfo[], path: string): DomainInfo | undefined {
+  return domains.find((d) => d.files.some((f) => samePath(f, path)));
 }
 
 /** Where libvirt says the VM runs. Asks the source first: a VM running there with no job is there. */

@@ -7,20 +7,21 @@
  * another one).
  */
 import { randomUUID } from 'node:crypto';
-import type { HostRef, PlannedDirectory, PlannedDisk, RunRef, StoragePlan, VmFacts } from '../common/migration';
+import type { HostRef, PlannedDirectory, PlannedDisk, StoragePlan, VmFacts } from '../common/migration';
 import type { DiskRecord, HostRecord } from '../common/types';
 import { dirnameOf, isStrictlyInside, normalizeAbsolute, vmPoolName } from '../common/names';
 import { byDirectory, ownPoolName } from '../common/storage';
 import { LibvirtError } from '../hypervisor/errors';
-import type { Hypervisor, PoolInfo } from '../hypervisor/port';
+import type { DomainInfo, Hypervisor, PoolInfo } from '../hypervisor/port';
+import { samePath } from '../hypervisor/virsh';
 import type { Inventory } from '../inventory/store';
 import type { ActivityRuntime } from './context';
 import { guarded } from './failures';
+import { domainUsing } from './locate';
 
 export interface PlanStorageInput {
   vm: VmFacts;
   target: HostRef;
-  owner: RunRef;
 }
 
 /**
@@ -41,10 +42,6 @@ interface Seen {
   files: Set<string>;
 }
 
-export function samePath(a: string, b: string): boolean {
-  return normalizeAbsolute(a) === normalizeAbsolute(b);
-}
-
 /** The pool on `dir`, if the host has one. */
 export function poolOn(pools: readonly PoolInfo[], dir: string): PoolInfo | undefined {
   return pools.find((p) => p.path !== '' && samePath(p.path, dir));
@@ -63,8 +60,8 @@ export interface PlanContext {
   targetHost: HostRecord | null;
   targetPools: PoolInfo[];
   sourcePools: PoolInfo[];
-  /** Files some domain on the target references: never replaced. */
-  inUse: Set<string>;
+  /** The target's domains: a file one of them references is never replaced. */
+  targetDomains: DomainInfo[];
   /** Per disk target: whether the source image has a backing chain. */
   backing: Map<string, boolean>;
 }
@@ -82,7 +79,7 @@ export async function planContext(inventory: Inventory, hv: Hypervisor, vm: VmFa
     targetHost,
     targetPools,
     sourcePools,
-    inUse: new Set(targetDomains.flatMap((d) => d.files)),
+    targetDomains,
     backing: new Map((sourceDom?.disks ?? []).map((d) => [d.target, d.backingFile !== undefined])),
   };
 }
@@ -102,7 +99,7 @@ export async function planDirectory(inventory: Inventory, hv: Hypervisor, c: Pla
   for (const d of inDir) {
     const taken = seen.files.has(d.name);
     if (taken) {
-      const why = await leftoverRefusal(inventory, d, vm, target, c.inUse);
+      const why = await leftoverRefusal(inventory, d, vm, target, c.targetDomains);
       if (why !== null) return { refused: why };
     }
     disks.push(planned(d, 'copied', place.pool, taken, c.backing));
@@ -186,10 +183,10 @@ function choosePool(
  * A file named like the disk already sits on the target. It may be replaced only if the inventory records it as
  * storage a Ferry migration of this VM created (and did not remove), and no domain on the target uses it.
  */
-async function leftoverRefusal(inventory: Inventory, d: DiskRecord, vm: VmFacts, target: HostRef, inUse: Set<string>): Promise<string | null> {
+async function leftoverRefusal(inventory: Inventory, d: DiskRecord, vm: VmFacts, target: HostRef, targetDomains: DomainInfo[]): Promise<string | null> {
   const records = await inventory.listArtifacts({ host: target.name, kind: 'volume', path: d.path });
   const ours = records.some((r) => r.vmUuid === vm.uuid);
-  if (ours && !inUse.has(d.path)) return null;
+  if (ours && domainUsing(targetDomains, d.path) === undefined) return null;
   const why = ours ? 'a domain there uses it' : `Ferry did not create it (no record of a migration of ${vm.name} leaving it there)`;
   return `${target.name} already has ${d.path}, and ${why}: it is left untouched; move or remove it on ${target.name}, or migrate ${vm.name} elsewhere`;
 }

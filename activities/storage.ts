@@ -18,8 +18,9 @@ import type { Inventory } from '../inventory/store';
 import type { ActivityRuntime } from './context';
 import { safeVolumeName, targetDoesNotRunVm, targetKeepsStorageThere } from './checks';
 import { guarded, nonRetryable } from './failures';
-import { assertNotRunningOn } from './locate';
-import { planContext, planDirectory, poolOn, samePath } from './storage-plan';
+import { assertNotRunningOn, domainUsing } from './locate';
+import { planContext, planDirectory, poolOn } from './storage-plan';
+import { samePath } from '../hypervisor/virsh';
 
 export interface TargetStorageInput {
   target: HostRef;
@@ -226,8 +227,7 @@ async function ownRecords(inventory: Inventory, target: HostRef, kind: StorageAr
 
 /** The name of a domain on the host that references the file (a disk, a cdrom, a backing file), or null. */
 export async function usedByDomain(hv: Hypervisor, host: HostRef, path: string): Promise<string | null> {
-  const doms = await hv.listDomains(host.uri);
-  return doms.find((d) => d.files.some((f) => samePath(f, path)))?.name ?? null;
+  return domainUsing(await hv.listDomains(host.uri), path)?.name ?? null;
 }
 
 /** Where a volume of that pool would be (the pool's directory + the name), or null when the pool is gone. */

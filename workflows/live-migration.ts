@@ -14,7 +14,7 @@
  * The run's state, its handlers (progress query, cancel signal, tune update) live in migration-state.ts; the
  * report and the final failure in reports.ts; the activity proxies in proxies.ts.
  */
-import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, patched, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, patched, sleep, upsertSearchAttributes } from '@temporalio/workflow';
 import type {
   Artifact,
   CompletedMigrationStats,
@@ -109,7 +109,7 @@ async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: Vm
   const planned = patched(STORAGE_PLAN_PATCH);
   for (;;) {
     const target = await claimTarget(run, request, vm);
-    const checked = planned ? await quick.planStorage({ vm, target, owner: { workflowId: run.progress.workflowId, runId: workflowInfo().runId } }) : { plan: legacyPlan(vm) };
+    const checked = planned ? await quick.planStorage({ vm, target }) : { plan: legacyPlan(vm) };
     if ('plan' in checked) return { target, plan: checked.plan };
     if ('deferred' in checked) return { target, plan: null };
     // Nothing was created on it: give the claim back (the VM is `running` on its source again), try another.
@@ -341,7 +341,7 @@ async function cleanSourceStorage(run: MigrationRun, vm: VmFacts, plan: StorageP
   if (run.request?.keepSourceStorage) return false;
   try {
     const copied = copiedDisks(plan).map((d) => d.path);
-    const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, storageDir: vm.storageDir, copied });
+    const cleaned = await cleanup.cleanSource({ source: vm.source, vmUuid: vm.uuid, disks: vm.disks, copied });
     warnings.push(...cleaned.warnings);
     return cleaned.warnings.length === 0;
   } catch (err) {

@@ -7,13 +7,18 @@
  * the inventory's movability rule (inventory/placement.ts, checked again inside the claim) and with libvirt.
  * Target checks (the directory create task): the target keeps storage where the VM's directory is and
  * does not run the VM already.
+ * Pre-flight checks (activities/preflight.ts, after the claim, before any create task): can the target run the
+ * VM at all — its bridges and networks, its CPU, its machine type, no host devices, every file it reads but a
+ * migration does not copy. These return why not (or null) instead of throwing: a refused target is given back
+ * and the next candidate tried.
  */
 import type { DiskRecord, HostRecord, VmRecord } from '../common/types';
 import type { HostRef } from '../common/migration';
 import { FailureType } from '../common/failures';
 import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName, normalizeAbsolute } from '../common/names';
-import type { DomainInfo } from '../hypervisor/port';
+import type { DomainInfo, DomainLocalFile, DomainNeeds, NetworkInfo } from '../hypervisor/port';
 import { movabilityRefusal } from '../inventory/placement';
+import { isMovableState, vmStateOfDomain, type MovableState } from '../common/migration';
 import type { Claim } from '../common/types';
 import { nonRetryable } from './failures';
 import { isRunningOrPaused } from './locate';
@@ -60,12 +65,20 @@ export function domainPresent(vm: VmRecord, host: HostRecord, dom: DomainInfo | 
   throw nonRetryable(FailureType.VmMismatch, `libvirt on ${host.name} has no domain with UUID ${vm.uuid}: the inventory is stale, run \`ferry inventory sync\``);
 }
 
-export function domainMatches(vm: VmRecord, host: HostRecord, dom: DomainInfo): void {
-  if (dom.name === vm.name && dom.state === 'running') return;
+/** libvirt agrees with the inventory on the VM's name and state (running, paused or stopped: how it moves). */
+export function domainMatches(vm: VmRecord, host: HostRecord, dom: DomainInfo): MovableState {
+  const state = vmStateOfDomain(dom.state);
+  if (dom.name === vm.name && state === vm.state && isMovableState(state)) return state;
   throw nonRetryable(
     FailureType.VmMismatch,
-    `libvirt on ${host.name} reports domain ${vm.uuid} as "${dom.name}" (${dom.state}); the inventory says "${vm.name}" (running): run \`ferry inventory sync\``,
+    `libvirt on ${host.name} reports domain ${vm.uuid} as "${dom.name}" (${dom.state}); the inventory says "${vm.name}" (${vm.state}): run \`ferry inventory sync\``,
   );
+}
+
+/** A stopped VM that libvirt forgets when it is stopped cannot be moved cold: there is no definition to move. */
+export function definitionPersists(vm: VmRecord, host: HostRecord, dom: DomainInfo, state: MovableState): void {
+  if (state !== 'stopped' || dom.persistent) return;
+  throw nonRetryable(FailureType.UnsupportedVm, `${vm.name} on ${host.name} is a transient domain: define it (\`virsh define\`) before moving it`);
 }
 
 export function disksMatch(vm: VmRecord, host: HostRecord, dom: DomainInfo): void {
@@ -144,4 +157,57 @@ export function targetDoesNotRunVm(target: HostRef, vmUuid: string, present: Dom
 export function safeVolumeName(disk: DiskRecord): void {
   if (isVolumeName(disk.name)) return;
   throw nonRetryable(FailureType.UnsupportedVm, `disk name "${disk.name}" is not a safe volume name`);
+}
+
+// ---- pre-flight: can the target run the VM? (why not, or null) ---------------------------------------------
+
+/** Each bridge (and macvtap device) the VM's NICs attach to exists on the target. */
+export function bridgesOnTarget(vmName: string, target: HostRef, needs: DomainNeeds, interfaces: readonly string[]): string | null {
+  const have = new Set(interfaces);
+  const missing = needs.nics.filter((n) => (n.type === 'bridge' || n.type === 'direct') && n.source !== null && !have.has(n.source));
+  if (missing.length === 0) return null;
+  const names = [...new Set(missing.map((n) => n.source))].join(', ');
+  return `${target.name} has no ${missing.length === 1 ? 'bridge' : 'bridges'} ${names}, which ${vmName}'s NIC${missing.length === 1 ? ' uses' : 's use'}: create ${names} on ${target.name}, or choose another target`;
+}
+
+/** Each libvirt network the VM's NICs use is defined and active on the target. */
+export function networksOnTarget(vmName: string, target: HostRef, needs: DomainNeeds, networks: readonly NetworkInfo[]): string | null {
+  for (const n of needs.nics) {
+    if (n.type !== 'network' || n.source === null) continue;
+    const net = networks.find((x) => x.name === n.source);
+    if (!net) return `${target.name} has no libvirt network ${n.source}, which ${vmName}'s NIC uses: define it there (virsh net-define), or choose another target`;
+    if (!net.active) return `libvirt network ${n.source} on ${target.name} is not active: start it (virsh net-start ${n.source}), or choose another target`;
+  }
+  return null;
+}
+
+/** libvirt's comparison of the VM's CPU with what the target's hypervisor provides. */
+export function cpuOnTarget(vmName: string, target: HostRef, incompatibility: string | null): string | null {
+  if (incompatibility === null) return null;
+  return `${target.name} cannot run ${vmName}'s CPU (${incompatibility}): choose a target with that CPU, or give the VM a CPU model every host provides`;
+}
+
+/** The target's emulator supports the VM's machine type. */
+export function machineOnTarget(target: HostRef, needs: DomainNeeds, unsupported: string | null): string | null {
+  if (unsupported === null) return null;
+  return `${target.name} does not support machine type ${needs.machine} (${unsupported}): upgrade QEMU there, or choose another target`;
+}
+
+/** Host devices passed through tie the VM to its host: no target can take it (the VM itself fails this check). */
+export function noHostDevices(vmName: string, needs: DomainNeeds): string | null {
+  if (needs.hostDevices.length === 0) return null;
+  return `${vmName} has host devices passed through (${needs.hostDevices.join(', ')}), which exist only on its host: detach them (virsh detach-device) before moving it`;
+}
+
+/** Every file the VM reads but a migration does not copy (cdrom images, read-only disks, backing files) is on the target. */
+export function filesOnTarget(vmName: string, target: HostRef, missing: readonly DomainLocalFile[]): string | null {
+  if (missing.length === 0) return null;
+  const each = missing.map((f) => `${f.device} ${f.target} ${f.path}`).join(', ');
+  const eject = missing.find((f) => f.device === 'cdrom');
+  return (
+    `${target.name} lacks ${missing.length === 1 ? 'a file' : 'files'} ${vmName} reads but a migration does not copy (${each}): ` +
+    `copy ${missing.length === 1 ? 'it' : 'them'} to the same path on ${target.name}` +
+    (eject ? `, or eject the cdrom (virsh change-media ${vmName} ${eject.target} --eject)` : '') +
+    ', or choose another target'
+  );
 }

@@ -4,7 +4,7 @@
  */
 import { Context } from '@temporalio/activity';
 import type { HostRef } from '../common/migration';
-import type { DiskRecord, HistoryRecord, HostRecord } from '../common/types';
+import type { DiskRecord, HistoryRecord, HostRecord, VmState } from '../common/types';
 import { basenameOf, vmPoolName } from '../common/names';
 import type { PoolInfo } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
@@ -34,9 +34,9 @@ export interface CleanSourceResult {
 export function finishingActivities({ inventory, hv }: ActivityRuntime) {
   return {
     /** Success bookkeeping: the VM runs on the target; its claim is released. */
-    async recordVmMoved(input: { vmUuid: string; target: string; workflowId: string }): Promise<void> {
+    async recordVmMoved(input: { vmUuid: string; target: string; workflowId: string; state?: VmState }): Promise<void> {
       return guarded(async () => {
-        await inventory.setVmPlacement(input.vmUuid, input.target, 'running');
+        await inventory.setVmPlacement(input.vmUuid, input.target, input.state ?? 'running');
         await inventory.releaseClaim(input.vmUuid, input.workflowId);
       });
     },

@@ -12,6 +12,7 @@ import { PlacementError } from '../inventory/placement';
 import type { ActivityRuntime } from './context';
 import {
   checkDiskPaths,
+  definitionPersists,
   disksMatch,
   domainMatches,
   domainPresent,
@@ -50,13 +51,15 @@ export function inventoryActivities({ inventory, hv }: ActivityRuntime) {
         vmOnSource(vm, host);
         vmMovable(vm, host, await inventory.getClaim(vm.uuid), Context.current().info.workflowExecution?.workflowId ?? '');
         const dom = domainPresent(vm, host, await hv.getDomain(host.uri, vm.uuid));
-        domainMatches(vm, host, dom);
+        const state = domainMatches(vm, host, dom);
+        definitionPersists(vm, host, dom, state);
         disksMatch(vm, host, dom);
         const storageDir = checkDiskPaths(vm.name, vm.disks);
         const diskBytes = vm.disks.reduce((s, d) => s + d.sizeBytes, 0);
         return {
           uuid: vm.uuid,
           name: vm.name,
+          state,
           memoryMiB: vm.memoryMiB,
           vcpus: vm.vcpus,
           source: hostRef(host),
@@ -106,11 +109,11 @@ export function inventoryActivities({ inventory, hv }: ActivityRuntime) {
      * The claim step did not answer: if it claimed a target for this workflow after all, put the VM back to
      * `running` on its source and drop the claim. A claim of another workflow is never touched.
      */
-    async abandonClaim(input: { vmUuid: string; workflowId: string; sourceHost: string }): Promise<void> {
+    async abandonClaim(input: { vmUuid: string; workflowId: string; sourceHost: string; state?: VmState }): Promise<void> {
       return guarded(async () => {
         const claim = await inventory.getClaim(input.vmUuid);
         if (claim === null || claim.workflowId !== input.workflowId) return;
-        await inventory.setVmPlacement(input.vmUuid, input.sourceHost, 'running');
+        await inventory.setVmPlacement(input.vmUuid, input.sourceHost, input.state ?? 'running');
         await inventory.releaseClaim(input.vmUuid, input.workflowId);
       });
     },

@@ -45,10 +45,22 @@ export async function locate(hv: Hypervisor, source: HostRef, target: HostRef, u
     if (!isJobActive(job)) return { location: 'source', sourceState: src.state, targetState: null };
   }
   const tgt = await hv.getDomain(target.uri, uuid);
-  const tgtRunning = tgt !== null && tgt.state === 'running';
-  if (tgtRunning && !isRunningOrPaused(src)) return { location: 'target', sourceState: src?.state ?? null, targetState: tgt.state };
-  if (isRunningOrPaused(src)) return { location: 'source', sourceState: src?.state ?? null, targetState: tgt?.state ?? null };
-  return { location: 'nowhere', sourceState: src?.state ?? null, targetState: tgt?.state ?? null };
+  const states = { sourceState: src?.state ?? null, targetState: tgt?.state ?? null };
+  if (hasLanded(tgt) && !isRunningOrPaused(src)) return { location: 'target', ...states };
+  if (isRunningOrPaused(src)) return { location: 'source', ...states };
+  // Nothing runs: a stopped VM (cold migration, or one that stopped during the move) is where it is defined.
+  if (src !== null && src.persistent) return { location: 'source', ...states };
+  if (tgt !== null && tgt.persistent && tgt.state === 'shutoff') return { location: 'target', ...states };
+  return { location: 'nowhere', ...states };
+}
+
+/**
+ * The target's domain is the VM itself, not an incoming migration's: running, or paused and persistent (a paused
+ * VM migrates live and stays paused; the incoming domain of a running migration is paused and transient until
+ * libvirt's finish step).
+ */
+function hasLanded(tgt: DomainInfo | null): tgt is DomainInfo {
+  return tgt !== null && (tgt.state === 'running' || (tgt.state === 'paused' && tgt.persistent && !/migrat/.test(tgt.stateReason ?? '')));
 }
 
 /** A target-side deletion must never touch storage of a VM that runs there. */

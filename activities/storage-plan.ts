@@ -192,7 +192,7 @@ async function leftoverRefusal(inventory: Inventory, d: DiskRecord, vm: VmFacts,
 }
 
 /** Probes are tagged by VM: one migration of a VM runs at a time, so a probe of this tag that is there is a crashed one's. */
-function probeTag(vm: Pick<VmFacts, 'uuid'>): string {
+export function probeTag(vm: Pick<VmFacts, 'uuid'>): string {
   return `${PROBE_PREFIX}${vm.uuid.slice(0, 8)}`;
 }
 
@@ -200,10 +200,45 @@ function probeTag(vm: Pick<VmFacts, 'uuid'>): string {
  * Removes the probe pools a crashed attempt of this VM's migration left (another VM's may be in use right now);
  * returns the host's pools without any probe pool (never "the pool on a directory").
  */
-async function clearStaleProbes(hv: Hypervisor, uri: string, tag: string): Promise<PoolInfo[]> {
+export async function clearStaleProbes(hv: Hypervisor, uri: string, tag: string): Promise<PoolInfo[]> {
   const pools = await hv.listPools(uri);
   for (const p of pools) if (p.name.startsWith(tag)) await hv.stopPool(uri, p.name); // transient: gone once stopped
   return pools.filter((p) => !p.name.startsWith(PROBE_PREFIX));
+}
+
+/**
+ * Runs `fn` with a pool on `dir` on one host: the host's own pool there (started if inactive, never removed), or
+ * a transient one named `<tag>-…` that is removed afterwards. null when the host has no such directory.
+ */
+export async function withDirectoryPool<T>(
+  hv: Hypervisor,
+  host: HostRef,
+  pools: readonly PoolInfo[],
+  dir: string,
+  tag: string,
+  fn: (pool: string) => Promise<T>,
+): Promise<T | null> {
+  const existing = poolOn(pools, dir);
+  if (existing) {
+    if (!existing.active) await hv.startPool(host.uri, existing.name, { autostart: false });
+    return fn(existing.name);
+  }
+  const name = `${tag}-${randomUUID().slice(0, 8)}`;
+  try {
+    await hv.createTransientPool(host.uri, name, dir);
+  } catch (err) {
+    if (err instanceof LibvirtError && err.kind === 'not-found') return null; // no such directory on that host
+    if (err instanceof LibvirtError && `${err.message} ${err.stderr}`.includes(PROBE_PREFIX)) {
+      // Another migration is probing this directory right now (its transient pool holds it): retry shortly.
+      throw new Error(`another migration is probing ${dir} on ${host.name}; trying again`);
+    }
+    throw err;
+  }
+  try {
+    return await fn(name);
+  } finally {
+    await hv.stopPool(host.uri, name);
+  }
 }
 
 /**
@@ -212,32 +247,8 @@ async function clearStaleProbes(hv: Hypervisor, uri: string, tag: string): Promi
  * on the directory (a missing directory on the target: not shared, nothing to probe).
  */
 async function probe(hv: Hypervisor, vm: VmFacts, target: HostRef, dir: string, targetPools: readonly PoolInfo[], sourcePools: readonly PoolInfo[]): Promise<Seen> {
-  const source = vm.source;
   const tag = probeTag(vm);
-  const transient: { uri: string; pool: string }[] = [];
-  const usePool = async (uri: string, pools: readonly PoolInfo[]): Promise<string | null> => {
-    const existing = poolOn(pools, dir);
-    if (existing) {
-      if (!existing.active) await hv.startPool(uri, existing.name, { autostart: false });
-      return existing.name;
-    }
-    const name = `${tag}-${randomUUID().slice(0, 8)}`;
-    try {
-      await hv.createTransientPool(uri, name, dir);
-    } catch (err) {
-      if (err instanceof LibvirtError && err.kind === 'not-found') return null; // no such directory on that host
-      if (err instanceof LibvirtError && `${err.message} ${err.stderr}`.includes(PROBE_PREFIX)) {
-        // Another migration is probing this directory right now (its transient pool holds it): retry shortly.
-        throw new Error(`another migration is probing ${dir} on ${uri === target.uri ? target.name : source.name}; trying again`);
-      }
-      throw err;
-    }
-    transient.push({ uri, pool: name });
-    return name;
-  };
-  try {
-    const tPool = await usePool(target.uri, targetPools);
-    if (tPool === null) return { shared: false, dirExists: false, files: new Set() };
+  const seen = await withDirectoryPool(hv, target, targetPools, dir, tag, async (tPool): Promise<Seen> => {
     const files = new Set((await hv.listVolumes(target.uri, tPool)).map((v) => v.name));
     for (const stale of [...files].filter((f) => f.startsWith(tag))) {
       await hv.deleteVolume(target.uri, tPool, stale);
@@ -246,13 +257,11 @@ async function probe(hv: Hypervisor, vm: VmFacts, target: HostRef, dir: string, 
     const probeName = `${tag}-${randomUUID().slice(0, 8)}.raw`;
     await hv.recreateVolume(target.uri, tPool, probeName, PROBE_BYTES, 'raw');
     try {
-      const sPool = await usePool(source.uri, sourcePools);
-      const shared = sPool !== null && (await hv.listVolumes(source.uri, sPool)).some((v) => v.name === probeName);
-      return { shared, dirExists: true, files };
+      const found = await withDirectoryPool(hv, vm.source, sourcePools, dir, tag, async (sPool) => (await hv.listVolumes(vm.source.uri, sPool)).some((v) => v.name === probeName));
+      return { shared: found === true, dirExists: true, files };
     } finally {
       await hv.deleteVolume(target.uri, tPool, probeName);
     }
-  } finally {
-    for (const t of transient) await hv.stopPool(t.uri, t.pool);
-  }
+  });
+  return seen ?? { shared: false, dirExists: false, files: new Set() };
 }

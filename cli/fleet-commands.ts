@@ -32,10 +32,11 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .option('--deadline <duration>', 'cancel what is still running after this long, e.g. 2h')
     .option('--bandwidth <mibps>', 'bandwidth limit per migration in MiB/s')
     .option('--timeout <duration>', 'per-VM migration timeout')
+    .option('--skip-stopped', 'leave stopped VMs on the host (by default they move cold; running and paused VMs move live)')
     .option('--attach', 'follow an evacuation of this host that is already running')
     .option('--no-wait', 'start and return')
     .option('--json', 'print the per-VM outcomes as JSON')
-    .action(async (o: { host: string; maxParallel?: string; deadline?: string; bandwidth?: string; timeout?: string; attach?: boolean; wait: boolean; json?: boolean }) => {
+    .action(async (o: { host: string; maxParallel?: string; deadline?: string; bandwidth?: string; timeout?: string; skipStopped?: boolean; attach?: boolean; wait: boolean; json?: boolean }) => {
       const ferry = await ctx.client();
       let handle: EvacuationHandle;
       if (o.attach) handle = getEvacuation(ferry.client, o.host);
@@ -46,6 +47,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
           host: o.host,
           ...(maxParallel !== undefined ? { maxParallel } : {}),
           ...(o.deadline !== undefined ? { deadline: o.deadline } : {}),
+          ...(o.skipStopped ? { skipStopped: true } : {}),
           ...(bandwidth !== undefined || o.timeout !== undefined
             ? { migration: { ...(bandwidth !== undefined ? { bandwidthMiBps: bandwidth } : {}), ...(o.timeout !== undefined ? { timeout: o.timeout } : {}) } }
             : {}),
@@ -81,8 +83,9 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .option('--every <duration>', 'interval (e.g. 24h)')
     .option('--max-parallel <n>', 'migrations at once per host')
     .option('--deadline <duration>', 'per-host evacuation deadline')
+    .option('--skip-stopped', 'leave stopped VMs where they are')
     .option('--id <id>', 'schedule id (default ferry-evacuate-<hosts>)')
-    .action(async (o: { host?: string; hosts?: string; at?: string; cron?: string; every?: string; maxParallel?: string; deadline?: string; id?: string }) => {
+    .action(async (o: { host?: string; hosts?: string; at?: string; cron?: string; every?: string; maxParallel?: string; deadline?: string; skipStopped?: boolean; id?: string }) => {
       const hosts = [...(o.host ? [o.host] : []), ...(o.hosts ? o.hosts.split(',').map((h) => h.trim()).filter(Boolean) : [])];
       if (hosts.length === 0) throw new CliExit(EXIT.badInput, 'name the hosts with --host and/or --hosts');
       const whens = [o.at !== undefined ? { at: o.at } : null, o.cron !== undefined ? { cron: o.cron } : null, o.every !== undefined ? { every: o.every } : null].filter(
@@ -96,6 +99,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
           hosts,
           when: whens[0] as When,
           ...(maxParallel !== undefined ? { maxParallel } : {}),
+          ...(o.skipStopped ? { skipStopped: true } : {}),
           ...(o.deadline !== undefined ? { deadline: o.deadline } : {}),
           ...(o.id !== undefined ? { scheduleId: o.id } : {}),
         });

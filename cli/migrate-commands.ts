@@ -1,6 +1,7 @@
 /** `ferry migrate`, `ferry status`, `ferry cancel`. */
 import type { Command } from 'commander';
-import { MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundError, type MigrationHandle } from '../client';
+import { MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundError, type FerryClient, type MigrationHandle } from '../client';
+import { printPlan } from './plan-output';
 import type { LiveMigrationInput } from '../common/validation';
 import { InputError } from '../common/validation';
 import type { MigrationProgress, MigrationReport } from '../common/migration';
@@ -25,6 +26,7 @@ export interface MigrateOptions {
   onDeadline?: string;
   wait: boolean;
   json?: boolean;
+  dryRun?: boolean;
 }
 
 /** A number when the text is one; the text itself otherwise, so validation names the problem. */
@@ -55,7 +57,7 @@ export function exitCodeFor(status: MigrationReport['status']): number {
 export function registerMigrateCommands(program: Command, ctx: CliContext): void {
   program
     .command('migrate')
-    .description('live-migrate one VM (waits with a progress bar unless --no-wait or --json)')
+    .description('migrate one VM: live when running or paused (it stays paused), cold when stopped (waits with a progress bar unless --no-wait or --json)')
     .requiredOption('--vm <vm>', 'VM name or UUID')
     .option('--source <host>', 'host the VM runs on (name or address; default: from the inventory)')
     .option('--target <host>', 'fixed target host (still checked)')
@@ -69,6 +71,7 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--max-downtime-ramp <ms>', 'raise the max downtime in steps up to this while memory iterations stall')
     .option('--progress-timeout <duration>', 'deadline: no new low of the remaining data for this long (default 150s)')
     .option('--on-deadline <action>', 'abort (default) or post-copy, when a deadline passes')
+    .option('--dry-run', 'run the checks and placement, claim nothing, print the plan (exit 0: it would go, 2: it would not)')
     .option('--no-wait', 'start and return')
     .option('--json', 'print one final JSON object')
     .action(async (o: MigrateOptions) => runMigrate(ctx, o));
@@ -167,6 +170,7 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
   } as LiveMigrationInput;
 
   const ferry = await ctx.client();
+  if (o.dryRun) return dryRun(ferry, input, o.json === true);
   let handle: MigrationHandle;
   try {
     handle = await ferry.startMigration(input);
@@ -192,6 +196,17 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
   if (o.json) printJson(report);
   else printReport(report);
   if (report.status !== 'migrated') process.exitCode = exitCodeFor(report.status);
+}
+
+async function dryRun(ferry: FerryClient, input: LiveMigrationInput, json: boolean): Promise<void> {
+  try {
+    printPlan(await ferry.planMigration(input), json);
+  } catch (err) {
+    if (err instanceof InputError || err instanceof MigrationRejectedError) {
+      throw new CliExit(EXIT.badInput, err.message, { status: 'rejected', error: err.message });
+    }
+    throw err;
+  }
 }
 
 /** The VM's latest migration, or null when it never had one. */
@@ -277,7 +292,9 @@ function diskLines(disks: MigrationProgress['disks'] | undefined): string[] {
 function printReport(r: MigrationReport): void {
   const head =
     r.status === 'migrated'
-      ? `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
+      ? r.mode === 'cold'
+        ? `${r.vm} migrated cold ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (stopped: no downtime)`
+        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
   const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];
   if (r.bytesTransferred !== null) lines.push(`  bytes transferred: ${mib(r.bytesTransferred)}`);

@@ -18,7 +18,8 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 import { ApplicationFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
-import type { ConvergenceView, MigrationProgress, MigrationReport, TuneRequest } from '../common/migration';
+import { randomUUID } from 'node:crypto';
+import type { ConvergenceView, MigrationPlan, MigrationProgress, MigrationReport, TuneRequest } from '../common/migration';
 import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
 import { InputError, validateMigrationInput, type LiveMigrationInput } from '../common/validation';
@@ -26,7 +27,7 @@ import { cancelSignal, progressQuery, tuneUpdate, WORKFLOW_TYPES } from '../work
 import { clientConnectionOptions, describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
 
 export type { LiveMigrationInput, LiveMigrationOptions, ConvergenceInput } from '../common/validation';
-export type { MigrationProgress, MigrationReport, Artifact, Phase, TuneRequest, ConvergenceView, LimitFired } from '../common/migration';
+export type { MigrationProgress, MigrationReport, MigrationPlan, Artifact, Phase, TuneRequest, ConvergenceView, LimitFired } from '../common/migration';
 export { InputError } from '../common/validation';
 export { migrationWorkflowId } from '../common/names';
 
@@ -194,6 +195,27 @@ export class FerryClient {
   /** Starts and waits for the outcome. */
   async migrate(input: LiveMigrationInput): Promise<MigrationOutcome> {
     return (await this.startMigration(input)).outcome();
+  }
+
+  /**
+   * The dry run: what `migrate(input)` would do now — target, each disk shared or copied, what would be created,
+   * every check's outcome and a copy estimate — with nothing claimed, created or changed. A refusal is a plan
+   * with `wouldMigrate: false`; bad input or an unknown VM throws MigrationRejectedError.
+   */
+  async planMigration(input: LiveMigrationInput): Promise<MigrationPlan> {
+    const request = validateMigrationInput(input);
+    try {
+      return await this.client.workflow.execute(WORKFLOW_TYPES.planMigration, {
+        taskQueue: this.taskQueue,
+        workflowId: `ferry-plan-${request.vmUuid}-${randomUUID().slice(0, 8)}`,
+        args: [input],
+        workflowExecutionTimeout: '10m',
+      });
+    } catch (err) {
+      const cause = err instanceof WorkflowFailedError ? err.cause : null;
+      if (cause instanceof ApplicationFailure && BAD_INPUT_FAILURES.includes(cause.type ?? '')) throw new MigrationRejectedError(cause.type ?? 'Error', cause.message);
+      throw err;
+    }
   }
 
   /** The latest migration of a VM (running or finished); throws WorkflowNotFoundError if it never ran. */

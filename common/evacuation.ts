@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { Phase } from './migration';
-import type { HostState } from './types';
+import type { HostState, VmState } from './types';
 import { DEFAULT_LIMITS, MAX_LIMIT, type MigrationLimits } from './limits';
 import { parseDuration } from './durations';
 import { isHostRef } from './names';
@@ -21,6 +21,8 @@ export interface EvacuateHostInput {
   migration?: { createAttempts?: number; timeout?: string; bandwidthMiBps?: number; options?: LiveMigrationOptions };
   /** Deadline of the whole evacuation ("2h"): when it passes, running migrations are cancelled and compensate. */
   deadline?: string;
+  /** Leave stopped VMs where they are (by default they move cold, running and paused ones live). */
+  skipStopped?: boolean;
 }
 
 export interface EvacuateHostsInput extends Omit<EvacuateHostInput, 'host'> {
@@ -92,6 +94,7 @@ export interface EvacuationRequest {
   limits: MigrationLimits;
   migration: NonNullable<EvacuateHostInput['migration']>;
   deadlineMs: number | null;
+  skipStopped: boolean;
 }
 
 const migrationOptions = z
@@ -109,6 +112,7 @@ const schema = z.strictObject({
   limits: z.unknown().optional(),
   migration: migrationOptions,
   deadline: z.string({ error: 'deadline must be a duration like "2h"' }).optional(),
+  skipStopped: z.boolean({ error: 'skipStopped must be true or false' }).optional(),
 });
 
 const PROBE_UUID = '00000000-0000-4000-8000-000000000000';
@@ -150,7 +154,17 @@ export function validateEvacuation(input: unknown): EvacuationRequest {
     limits: probe.limits,
     migration,
     deadlineMs,
+    skipStopped: v.skipStopped === true,
   };
 }
 
-export { DEFAULT_LIMITS };
+/**
+ * Why an evacuation leaves this VM where it is, or null when it moves it: running and paused VMs live, stopped
+ * ones cold (unless `skipStopped`). `movesStopped` false: a run recorded before, which moved running VMs only.
+ */
+export function evacuationSkip(state: VmState, skipStopped: boolean, movesStopped: boolean): string | null {
+  if (!movesStopped) return state === 'running' ? null : `the VM is ${state}: live migration moves running VMs only (move it cold or start it)`;
+  if (state === 'running' || state === 'paused') return null;
+  if (state === 'stopped') return skipStopped ? 'the VM is stopped and this evacuation skips stopped VMs (skipStopped)' : null;
+  return `the VM is ${state}: run \`ferry inventory sync\` to refresh its state, then evacuate again`;
+}

@@ -34,6 +34,12 @@ export const FailureType = {
    * touched; with automatic placement another target is tried.
    */
   StorageConflict: 'StorageConflict',
+  /**
+   * The target cannot run the VM (a pre-flight check failed: a bridge or network it lacks, its CPU, its machine
+   * type, a host device, a file the VM reads that is not there): nothing was created; with automatic placement
+   * another target is tried.
+   */
+  PreflightFailed: 'PreflightFailed',
   /** A compensation step refused to act because it would harm a running VM. */
   UnsafeCleanup: 'UnsafeCleanup',
   /**
@@ -53,4 +59,5 @@ export const BAD_INPUT_FAILURES: readonly string[] = [
   FailureType.NoTargetHost,
   FailureType.VmBusy,
   FailureType.StorageConflict,
+  FailureType.PreflightFailed,
 ];

@@ -2,7 +2,7 @@
  * The shapes a migration exposes: its phases, the artifacts it creates, its progress (query) and its report
  * (result, and details of its failure). Sandbox-safe.
  */
-import type { DiskFormat, DiskRecord, MigrationResultKind } from './types';
+import type { DiskFormat, DiskRecord, MigrationResultKind, VmState } from './types';
 
 export type Phase =
   | 'validating'
@@ -76,16 +76,113 @@ export interface StoragePlan {
   directories: PlannedDirectory[];
 }
 
+/** One pre-flight check of a target: its name, whether it passed, and what it found (or what to do). */
+export interface PreflightCheck {
+  check: string;
+  ok: boolean;
+  detail: string;
+}
+
+/**
+ * The pre-flight checks of one target. `refusal`: the first failed check's message (null: the target can run
+ * the VM). `vmWide`: the VM itself fails (no target could pass). `deferred`: a host did not answer, nothing was
+ * checked (the create tasks' threshold decides, as before checks existed).
+ */
+export interface PreflightResult {
+  checks: PreflightCheck[];
+  refusal: string | null;
+  vmWide: boolean;
+  deferred?: string;
+}
+
+/** One target the dry run considered: its pre-flight checks, its storage, and whether it would be chosen. */
+export interface PlannedCandidate {
+  host: string;
+  checks: PreflightCheck[];
+  /** Why its storage cannot take the VM (null: it can, or it was not asked because a check failed). */
+  storageRefusal: string | null;
+  chosen: boolean;
+}
+
+/** How long the copy would take, and whether a live one is likely to converge. */
+export interface CopyEstimate {
+  /** Bytes that would cross the wire: copied disks (virtual size) + memory for a live migration. */
+  copyBytes: number;
+  bandwidthMiBps: number | null;
+  /** Where the bandwidth figure comes from: the request's limit, or the rate of this fleet's recent migrations. */
+  bandwidthFrom: 'request' | 'history' | null;
+  copySeconds: number | null;
+  /** The guest's memory dirty rate as QEMU measured it just now (live migrations of running VMs). */
+  dirtyRateMiBps: number | null;
+  /** Dirty rate below the bandwidth: each memory pass is shorter than the last. null: not known. */
+  likelyToConverge: boolean | null;
+  note: string;
+}
+
+/** `ferry migrate --dry-run`: what a migration would do now, with nothing claimed, created or changed. */
+export interface MigrationPlan {
+  wouldMigrate: boolean;
+  /** Why not (null when it would go). */
+  reason: string | null;
+  mode: MigrationMode;
+  vm: { name: string; uuid: string; state: MovableState | null };
+  source: string;
+  target: string | null;
+  candidates: PlannedCandidate[];
+  /** Hosts placement filtered out or ranked lower (capacity, health, busy), with why. */
+  placementRejected: { host: string; reason: string }[];
+  /** Per disk: shared or copied; for the chosen target only. */
+  disks: (ReportedDisk & { sizeBytes: number })[];
+  /** What the create tasks would create on the target, in order. */
+  creates: string[];
+  estimate: CopyEstimate | null;
+}
+
 export interface HostRef {
   name: string;
   address: string;
   uri: string;
 }
 
+/** The states a VM moves in: running and paused VMs live (a paused one stays paused), stopped ones cold. */
+export type MovableState = 'running' | 'paused' | 'stopped';
+export type MigrationMode = 'live' | 'cold';
+
+export function isMovableState(s: string): s is MovableState {
+  return s === 'running' || s === 'paused' || s === 'stopped';
+}
+
+/**
+ * libvirt domain state -> inventory VM state. `blocked` is a running domain waiting on a resource; `shutdown`
+ * is still running but on its way down, so it is not offered for migration (`unknown`); `crashed` is no longer
+ * running.
+ */
+const DOMAIN_TO_VM_STATE: Record<string, VmState> = {
+  running: 'running',
+  blocked: 'running',
+  paused: 'paused',
+  pmsuspended: 'paused',
+  shutoff: 'stopped',
+  crashed: 'stopped',
+  shutdown: 'unknown',
+  nostate: 'unknown',
+};
+
+export function vmStateOfDomain(state: string | null): VmState {
+  return (state !== null ? DOMAIN_TO_VM_STATE[state] : undefined) ?? 'unknown';
+}
+
+/** How a VM in this state moves. Runs recorded before VmFacts had a state moved running VMs, live. */
+export function modeOf(vm: Pick<VmFacts, 'state'>): MigrationMode {
+  return vm.state === 'stopped' ? 'cold' : 'live';
+}
+
 /** What step 2 learned about the VM (inventory, cross-checked with libvirt on the source). */
 export interface VmFacts {
   uuid: string;
   name: string;
+  /** Its state when the migration began (absent in runs recorded before: running). */
+  state?: MovableState;
   memoryMiB: number;
   vcpus: number;
   source: HostRef;
@@ -168,6 +265,8 @@ export interface LocateResult {
 export interface MigrationProgress {
   workflowId: string;
   phase: Phase;
+  /** Live (running and paused VMs) or cold (stopped VMs); null until the VM was read. */
+  mode: MigrationMode | null;
   vm: { name: string; uuid: string };
   source: string;
   target: string | null;
@@ -190,6 +289,8 @@ export interface MigrationProgress {
 /** The workflow's result on success, and the details of its ApplicationFailure otherwise. */
 export interface MigrationReport {
   status: MigrationResultKind;
+  /** Live or cold; null when the VM was never read. */
+  mode: MigrationMode | null;
   workflowId: string;
   runId: string;
   vm: string;
@@ -199,8 +300,8 @@ export interface MigrationReport {
   createAttempts: Record<string, number>;
   /** Per disk: shared with the target (not copied) or copied; null when no target was planned. */
   disks: ReportedDisk[] | null;
-  /** Targets that were refused after the claim (e.g. a same-name volume Ferry did not create), with why. */
-  rejectedTargets: { host: string; reason: string }[];
+  /** Targets refused after the claim (a pre-flight check, or storage such as a same-name volume Ferry did not create), with why. */
+  rejectedTargets: RejectedTarget[];
   durationMs: number;
   downtimeMs: number | null;
   bytesTransferred: number | null;
@@ -218,6 +319,13 @@ export interface MigrationReport {
   convergenceEvents: { at: string; what: string }[];
   sourceCleaned: boolean;
   warnings: string[];
+}
+
+/** A claimed target given back: which check refused it (`storage` or a pre-flight check's name) and why. */
+export interface RejectedTarget {
+  host: string;
+  reason: string;
+  check?: string;
 }
 
 /** A disk as the progress query and the report show it. `flattened`: a backing chain copied into one image. */

@@ -2,7 +2,7 @@
  * Storage plans in the workflow (sandbox-safe): the plan of a migration started before storage plans existed,
  * what the report shows of a plan, and how much a plan copies.
  */
-import type { PlannedDisk, ReportedDisk, StoragePlan, VmFacts } from './migration';
+import { modeOf, type PlannedDisk, type ReportedDisk, type StoragePlan, type VmFacts } from './migration';
 import { dirnameOf, normalizeAbsolute, vmPoolName } from './names';
 import type { DiskRecord } from './types';
 
@@ -22,9 +22,24 @@ export function copiedDisks(plan: StoragePlan): PlannedDisk[] {
   return plan.disks.filter((d) => d.layout === 'copied');
 }
 
-/** Bytes the migration moves: the guest's memory and the copied disks' virtual sizes (shared disks move nothing). */
+/**
+ * Bytes the migration moves: the copied disks' virtual sizes (shared disks move nothing) and, live, the guest's
+ * memory (a cold migration moves no memory).
+ */
 export function dataToMove(vm: VmFacts, plan: StoragePlan): number {
-  return vm.memoryMiB * 1024 * 1024 + copiedDisks(plan).reduce((s, d) => s + d.sizeBytes, 0);
+  const memory = modeOf(vm) === 'cold' ? 0 : vm.memoryMiB * 1024 * 1024;
+  return memory + copiedDisks(plan).reduce((s, d) => s + d.sizeBytes, 0);
+}
+
+/** What the create tasks of this plan create on the target, in their order, in words. */
+export function plannedCreates(plan: StoragePlan): string[] {
+  const out: string[] = [];
+  for (const d of plan.directories) {
+    if (!d.dirExists) out.push(`directory ${d.path}`);
+    if (!d.poolExists) out.push(`pool ${d.pool} on ${d.path}`);
+  }
+  for (const d of copiedDisks(plan)) out.push(`volume ${d.path} (${d.format}, ${d.sizeBytes} bytes${d.replacesLeftover ? ', replacing a leftover of an earlier Ferry migration of this VM' : ''})`);
+  return out;
 }
 
 export function reportedDisks(plan: StoragePlan): ReportedDisk[] {

@@ -47,6 +47,64 @@ export interface DomainInfo {
   files: string[];
 }
 
+/** A NIC as the domain defines it: what it attaches to on the host. */
+export interface DomainNic {
+  /** libvirt's interface type: `bridge`, `network`, `direct`, `user`, … */
+  type: string;
+  /** The bridge, network or device it attaches to (null for types without one, e.g. `user`). */
+  source: string | null;
+  mac: string | null;
+}
+
+/** A file the domain reads but a migration does not copy: a cdrom or floppy image, a read-only disk. */
+export interface DomainLocalFile {
+  target: string;
+  path: string;
+  device: string;
+}
+
+/** What a host must offer for the domain to run there: the pre-flight checks' facts about the VM. */
+export interface DomainNeeds {
+  /** `<domain type>`: `qemu` (TCG) or `kvm`. */
+  virtType: string;
+  arch: string | null;
+  /** `<os><type machine>`, e.g. `pc-i440fx-7.2`. */
+  machine: string | null;
+  /** `<cpu mode>`: `custom` CPUs are compared with the target's; null when the domain has no `<cpu>`. */
+  cpuMode: string | null;
+  nics: DomainNic[];
+  /** Host devices passed through (`<hostdev>`), described, e.g. `pci 0000:03:00.0`. */
+  hostDevices: string[];
+  readOnlyFiles: DomainLocalFile[];
+  /** The inactive, migratable domain XML (what the CPU comparison reads). */
+  xml: string;
+}
+
+/** A libvirt network on a host. */
+export interface NetworkInfo {
+  name: string;
+  active: boolean;
+}
+
+/** A volume by pool and name on a host. */
+export interface VolumeRef {
+  uri: string;
+  pool: string;
+  name: string;
+}
+
+export interface CopyVolumeOptions {
+  /** MiB/s; undefined = as fast as the hosts allow. */
+  bandwidthMiBps?: number;
+  /** Called with the bytes copied so far, at most every `progressEveryMs` (default 500 ms) and at the end. */
+  onProgress?: (copiedBytes: number) => void;
+  progressEveryMs?: number;
+  /** Aborting kills both virsh clients; the target volume then holds a partial copy. */
+  signal?: AbortSignal;
+  /** Upper bound for the whole copy, ms. */
+  timeoutMs?: number;
+}
+
 export interface StorageInfo {
   pool: string;
   path: string;
@@ -223,4 +281,32 @@ export interface Hypervisor {
   setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void>;
   /** Switches a running migration started with `postCopy` to post-copy now (`migrate-postcopy`). */
   startPostCopy(uri: string, uuid: string): Promise<void>;
+
+  // ---- pre-flight facts ----
+  /** What the domain needs of a host (NICs, CPU, machine type, devices, files not copied). */
+  domainNeeds(uri: string, uuid: string): Promise<DomainNeeds>;
+  /** Names of the host's network interfaces, bridges included (`iface-list --all`). */
+  hostInterfaces(uri: string): Promise<string[]>;
+  listNetworks(uri: string): Promise<NetworkInfo[]>;
+  /** Why the host's hypervisor cannot run the domain's CPU (libvirt's comparison), or null when it can. */
+  cpuIncompatibility(uri: string, needs: DomainNeeds): Promise<string | null>;
+  /** Why the host's emulator does not support the domain's machine type, or null when it does. */
+  machineUnsupported(uri: string, needs: DomainNeeds): Promise<string | null>;
+  /**
+   * The guest's memory dirty rate in MiB/s, measured by QEMU over `seconds` (`domdirtyrate-calc`, page
+   * sampling); null when the domain is not running or QEMU cannot measure it.
+   */
+  measureDirtyRate(uri: string, uuid: string, seconds: number): Promise<number | null>;
+
+  // ---- cold migration ----
+  /**
+   * Streams a volume's bytes from one host into an existing volume on another (`vol-download` piped into
+   * `vol-upload`, through this process, no shell). Resolves with the bytes copied. Not idempotent: a retry
+   * copies again from the start.
+   */
+  copyVolume(from: VolumeRef, to: VolumeRef, opts?: CopyVolumeOptions): Promise<number>;
+  /** Moves a shut-off domain's definition: `migrate --offline --persistent --undefinesource` (no storage copied). */
+  migrateOffline(sourceUri: string, uuid: string, targetUri: string): Promise<void>;
+  /** Undefines a shut-off domain, keeping its storage; false when it was not defined. Refuses an active domain. */
+  undefineDomain(uri: string, uuid: string): Promise<boolean>;
 }

@@ -21,6 +21,17 @@ export function parseKeyValues(out: string): Record<string, string> {
   return fields;
 }
 
+/** `virsh domstats` output: its `  key=value` lines (the `Domain: '…'` header skipped). */
+export function parseDomStatsFields(out: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const i = line.indexOf('=');
+    if (i <= 0) continue;
+    fields[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return fields;
+}
+
 function requireField(fields: Record<string, string>, key: string, what: string): string {
   const v = fields[key];
   if (v === undefined) throw new TextShapeError(`${what}: no "${key}" line`);
@@ -218,6 +229,20 @@ export function parseNameList(out: string): string[] {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '');
+}
+
+/** `virsh iface-list --all` table ("Name State MAC Address" header, dashes, rows): the interface names. */
+export function parseIfaceList(out: string): string[] {
+  const lines = out.split('\n');
+  const dashes = lines.findIndex((l) => /^-{5,}/.test(l.trim()));
+  if (dashes < 0) {
+    if (out.trim() === '') return [];
+    throw new TextShapeError('iface-list: no table header');
+  }
+  return lines
+    .slice(dashes + 1)
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n !== '');
 }
 
 /**

@@ -33,6 +33,9 @@
  * - removeStorageDirectory deletes every volume in the pool without checking whether a domain still uses
  *   it: callers must be sure the VM is not running from that directory on that host.
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { posix } from 'node:path';
 import type { DiskFormat } from '../common/types';
 import { libvirtUriProblem } from '../common/libvirt-uri';
@@ -59,15 +62,19 @@ import {
 import { VirshSessionPool } from './virsh-session';
 import { emptyJobInfo } from './port';
 import type {
+  CopyVolumeOptions,
   DomainDisk,
   DomainInfo,
+  DomainNeeds,
   HostCapacity,
   Hypervisor,
   JobInfo,
   MigrateOptions,
+  NetworkInfo,
   PoolInfo,
   StorageInfo,
   VolumeInfo,
+  VolumeRef,
 } from './port';
 import {
   TextShapeError,
@@ -77,6 +84,8 @@ import {
   parseDomState,
   parseFreecellTotal,
   parseHostname,
+  parseIfaceList,
+  parseDomStatsFields,
   parseJobInfoRaw,
   parseNameList,
   parseNodeInfo,
@@ -84,7 +93,8 @@ import {
   parseUuidList,
   parseVolListPaths,
 } from './text';
-import { XmlShapeError, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
+import { XmlShapeError, parseDomainNeeds, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
+import { streamVolume } from './volume-stream';
 
 /** Default client bound for `migrate`: long enough for any copy; the workflow's own timer is the real bound. */
 export const DEFAULT_MIGRATE_CLIENT_TIMEOUT_MS = 6 * 60 * 60 * 1000;
@@ -831,6 +841,127 @@ export class VirshHypervisor implements Hypervisor {
   async startPostCopy(uri: string, uuid: string): Promise<void> {
     checkUuid(uuid);
     await this.exec(uri, ['migrate-postcopy', `--domain=${uuid}`], `startPostCopy ${uuid}`);
+  }
+
+  // ---------------------------------------------------------------------------------------------- pre-flight facts
+
+  async domainNeeds(uri: string, uuid: string): Promise<DomainNeeds> {
+    checkUuid(uuid);
+    const what = `domainNeeds ${uuid}`;
+    const xml = await this.exec(uri, ['dumpxml', `--domain=${uuid}`, '--inactive', '--migratable'], what);
+    return { ...this.parse(uri, what, () => parseDomainNeeds(xml)), xml };
+  }
+
+  async hostInterfaces(uri: string): Promise<string[]> {
+    const what = 'hostInterfaces';
+    const out = await this.exec(uri, ['iface-list', '--all'], what);
+    return this.parse(uri, what, () => parseIfaceList(out));
+  }
+
+  async listNetworks(uri: string): Promise<NetworkInfo[]> {
+    const what = 'listNetworks';
+    const [all, active] = await this.batch(uri, [['net-list', '--all', '--name'], ['net-list', '--name']], what);
+    const on = new Set(parseNameList(this.need(uri, active, what)));
+    return parseNameList(this.need(uri, all, what)).map((name) => ({ name, active: on.has(name) }));
+  }
+
+  async cpuIncompatibility(uri: string, needs: DomainNeeds): Promise<string | null> {
+    const what = 'cpuIncompatibility';
+    const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'ferry-cpu-'));
+    try {
+      const file = path.join(dir, 'domain.xml');
+      await fs.promises.writeFile(file, needs.xml, { mode: 0o600 });
+      const args = ['hypervisor-cpu-compare', '--error', `--virttype=${needs.virtType}`];
+      if (needs.arch) args.push(`--arch=${needs.arch}`);
+      if (needs.machine) args.push(`--machine=${needs.machine}`);
+      await this.exec(uri, [...args, file], what, { timeoutMs: this.timeoutMs });
+      return null;
+    } catch (e) {
+      if (e instanceof LibvirtError && /incompatible/i.test(e.stderr)) return virshErrorDetail(e.stderr);
+      throw e;
+    } finally {
+      await fs.promises.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  async machineUnsupported(uri: string, needs: DomainNeeds): Promise<string | null> {
+    if (needs.machine === null) return null;
+    const args = ['domcapabilities', `--virttype=${needs.virtType}`, `--machine=${needs.machine}`];
+    if (needs.arch) args.push(`--arch=${needs.arch}`);
+    try {
+      await this.exec(uri, args, `machineUnsupported ${needs.machine}`);
+      return null;
+    } catch (e) {
+      if (e instanceof LibvirtError && /not supported|unsupported/i.test(e.stderr)) return virshErrorDetail(e.stderr);
+      throw e;
+    }
+  }
+
+  async measureDirtyRate(uri: string, uuid: string, seconds: number): Promise<number | null> {
+    checkUuid(uuid);
+    checkPositiveInt('dirty-rate period (s)', seconds);
+    const what = `measureDirtyRate ${uuid}`;
+    try {
+      await this.exec(uri, ['domdirtyrate-calc', `--domain=${uuid}`, `--seconds=${seconds}`], what);
+    } catch (e) {
+      if (e instanceof LibvirtError && e.kind === 'invalid') return null; // not running, or no support
+      throw e;
+    }
+    const until = Date.now() + seconds * 1000 + 10_000;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 250));
+      const stats = parseDomStatsFields(await this.exec(uri, ['domstats', '--dirtyrate', uuid], what));
+      // calc_status: 0 unstarted, 1 measuring, 2 measured
+      if (stats['dirtyrate.calc_status'] === '2') {
+        const rate = Number(stats['dirtyrate.megabytes_per_second']);
+        return Number.isFinite(rate) ? rate : null;
+      }
+      if (Date.now() > until) return null;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- cold migration
+
+  async copyVolume(from: VolumeRef, to: VolumeRef, opts: CopyVolumeOptions = {}): Promise<number> {
+    checkUri(from.uri);
+    checkUri(to.uri);
+    for (const v of [from, to]) {
+      checkName('pool', v.pool);
+      checkName('volume', v.name);
+    }
+    const what = `copyVolume ${from.pool}/${from.name} to ${redactUri(to.uri)} ${to.pool}/${to.name}`;
+    try {
+      return await streamVolume(
+        this.virsh,
+        ['-c', from.uri, 'vol-download', `--pool=${from.pool}`, `--vol=${from.name}`],
+        ['-c', to.uri, 'vol-upload', `--pool=${to.pool}`, `--vol=${to.name}`],
+        opts,
+      );
+    } catch (e) {
+      throw e instanceof LibvirtError ? redactLibvirtError(e, [from.uri, to.uri]) : libvirtErrorFromCommand(e, { uri: from.uri, what, timeoutMs: opts.timeoutMs ?? 0 });
+    }
+  }
+
+  async migrateOffline(sourceUri: string, uuid: string, targetUri: string): Promise<void> {
+    checkUuid(uuid);
+    checkUri(targetUri);
+    const what = `migrateOffline ${uuid} to ${redactUri(targetUri)}`;
+    try {
+      await this.exec(sourceUri, ['migrate', '--offline', '--persistent', '--undefinesource', '--p2p', `--domain=${uuid}`, `--desturi=${targetUri}`], what);
+    } catch (e) {
+      const err = e instanceof LibvirtError ? redactLibvirtError(e, [sourceUri, targetUri]) : e;
+      throw migrateError(err, sourceUri, targetUri, what);
+    }
+  }
+
+  async undefineDomain(uri: string, uuid: string): Promise<boolean> {
+    checkUuid(uuid);
+    const what = `undefineDomain ${uuid}`;
+    const dom = await this.getDomain(uri, uuid);
+    if (dom === null || !dom.persistent) return false;
+    if (dom.state !== 'shutoff') throw new LibvirtError('invalid', `${what}: the domain is ${dom.state}; only a shut-off domain is undefined`);
+    await this.exec(uri, ['undefine', `--domain=${uuid}`, '--keep-nvram'], what); // never a file: NVRAM stays
+    return true;
   }
 
   async abortJob(uri: string, uuid: string): Promise<boolean> {

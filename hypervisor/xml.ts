@@ -10,7 +10,7 @@ export class XmlShapeError extends Error {
 }
 
 /** Elements that may repeat where we read them; always arrays so one-element documents look the same. */
-const ARRAY_TAGS = new Set(['disk', 'path']);
+const ARRAY_TAGS = new Set(['disk', 'path', 'interface', 'hostdev', 'network']);
 
 const parser = new XMLParser({
   ignoreAttributes: false,
@@ -206,6 +206,61 @@ export function parseDomainXml(xml: string): DomainXml {
     otherDisks,
     files: [...new Set(files)],
     backingFiles,
+  };
+}
+
+/** What a host must offer the domain (pre-flight checks), from its XML; `xml` is kept for the CPU comparison. */
+export interface DomainNeedsXml {
+  virtType: string;
+  arch: string | null;
+  machine: string | null;
+  cpuMode: string | null;
+  nics: { type: string; source: string | null; mac: string | null }[];
+  hostDevices: string[];
+  readOnlyFiles: { target: string; path: string; device: string }[];
+}
+
+/** The attribute of `<source>` that names what a NIC of this type attaches to. */
+const NIC_SOURCE_ATTR: Record<string, string> = { bridge: 'bridge', network: 'network', direct: 'dev', ethernet: 'dev' };
+
+function describeHostdev(h: XNode): string {
+  const type = attr(h, 'type') ?? 'device';
+  const address = child(child(h, 'source'), 'address');
+  if (type === 'pci' && address) {
+    const hex = (k: string) => (attr(address, k) ?? '0').replace(/^0x/, '');
+    return `pci ${hex('domain').padStart(4, '0')}:${hex('bus').padStart(2, '0')}:${hex('slot').padStart(2, '0')}.${hex('function')}`;
+  }
+  const vendor = attr(child(child(h, 'source'), 'vendor'), 'id');
+  const product = attr(child(child(h, 'source'), 'product'), 'id');
+  return vendor && product ? `${type} ${vendor.replace(/^0x/, '')}:${product.replace(/^0x/, '')}` : type;
+}
+
+/** Parses what `DomainNeeds` holds from `virsh dumpxml` output. */
+export function parseDomainNeeds(xml: string): DomainNeedsXml {
+  const dom = parseDoc(xml, 'domain');
+  const osType = child(child(dom, 'os'), 'type');
+  const devices = child(dom, 'devices');
+  const nics = children(devices, 'interface').map((n) => {
+    const type = attr(n, 'type') ?? 'unknown';
+    const key = NIC_SOURCE_ATTR[type];
+    return { type, source: key ? (attr(child(n, 'source'), key) ?? null) : null, mac: attr(child(n, 'mac'), 'address') ?? null };
+  });
+  const readOnlyFiles: DomainNeedsXml['readOnlyFiles'] = [];
+  for (const disk of children(devices, 'disk')) {
+    const device = attr(disk, 'device') ?? 'disk';
+    const file = attr(child(disk, 'source'), 'file');
+    const target = attr(child(disk, 'target'), 'dev') ?? '?';
+    if (file === undefined) continue; // an empty cdrom drive, a network or block disk
+    if (device !== 'disk' || child(disk, 'readonly') !== undefined) readOnlyFiles.push({ target, path: file, device });
+  }
+  return {
+    virtType: attr(dom, 'type') ?? 'qemu',
+    arch: attr(osType, 'arch') ?? null,
+    machine: attr(osType, 'machine') ?? null,
+    cpuMode: child(dom, 'cpu') ? (attr(child(dom, 'cpu'), 'mode') ?? 'custom') : null,
+    nics,
+    hostDevices: children(devices, 'hostdev').map(describeHostdev),
+    readOnlyFiles,
   };
 }
 

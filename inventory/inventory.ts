@@ -592,6 +592,18 @@ export class SqlInventory implements Inventory {
     });
   }
 
+  async previewTarget(req: PlacementRequest): Promise<Placement> {
+    return this.db.transaction(async (tx) => {
+      const vm = (await selectVms(tx, 'v.uuid = ?', [req.vmUuid]))[0];
+      if (!vm) throw new PlacementError('unknown-vm', `VM ${req.vmUuid} is not in the inventory — run \`ferry inventory sync\` if it was created recently`);
+      const row = await tx.get<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims WHERE vm_uuid = ?`, [req.vmUuid]);
+      const refusal = movabilityRefusal(vm, row ? toClaim(row) : null, req.workflowId, req.sourceHost);
+      if (refusal !== null) throw refusal;
+      const claims = (await tx.query<ClaimRow>(`SELECT ${CLAIM_COLUMNS} FROM claims`)).map(toClaim);
+      return this.place(tx, req, vm.name, claims);
+    });
+  }
+
   /**
    * Chooses the target inside the claim's transaction. The filters, the score and the messages are
    * placement.ts's; what differs with the fleet's size is how many host rows are read:

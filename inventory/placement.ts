@@ -12,7 +12,7 @@
  * Memory or vCPU totals of 0 mean "never synced" and are reported as unknown capacity.
  * VMs count whatever their state (a stopped VM keeps its reservation, as in Nova).
  */
-import type { Claim, HostRecord, VmRecord } from '../common/types';
+import type { Claim, HostRecord, VmRecord, VmState } from '../common/types';
 import { DEFAULT_LIMITS } from '../common/limits';
 import type { PlacementRequest, RejectedHost } from './store';
 
@@ -38,9 +38,12 @@ export class PlacementError extends Error {
   }
 }
 
+/** Running and paused VMs move live (a paused one stays paused), stopped ones cold. */
+export const MOVABLE_STATES: readonly VmState[] = ['running', 'paused', 'stopped'];
+
 /**
  * The rule for starting a migration of a VM, checked early by the migration (readVm) and again inside the
- * claim's transaction: no other workflow holds it, it is not marked migrating, it is running, and it is on
+ * claim's transaction: no other workflow holds it, it is not marked migrating, it is running, paused or stopped, and it is on
  * the source the migration names. Returns the refusal, or null when the VM may be claimed.
  */
 export function movabilityRefusal(vm: Pick<VmRecord, 'name' | 'state' | 'host'>, held: Claim | null, workflowId: string, sourceHost: string): PlacementError | null {
@@ -60,11 +63,8 @@ export function movabilityRefusal(vm: Pick<VmRecord, 'name' | 'state' | 'host'>,
         'wait for it; if no migration is running, reset the VM state',
     );
   }
-  if (vm.state !== 'running') {
-    return new PlacementError(
-      'vm-state',
-      `${vm.name} is ${vm.state}: only running VMs can be live-migrated` + (vm.state === 'unknown' ? ' — run `ferry inventory sync` to refresh its state' : ''),
-    );
+  if (!MOVABLE_STATES.includes(vm.state)) {
+    return new PlacementError('vm-state', `${vm.name} is ${vm.state}: Ferry moves running, paused and stopped VMs — run \`ferry inventory sync\` to refresh its state`);
   }
   if (vm.host !== sourceHost) {
     return new PlacementError('vm-state', `${vm.name} is on ${vm.host} according to the inventory, not on ${sourceHost} — run \`ferry inventory sync\` if it moved`);

@@ -5,6 +5,7 @@
 import type { MigrationLimits } from '../common/limits';
 export type { MigrationLimits } from '../common/limits';
 import type { Claim, HistoryRecord, HostRecord, HostState, StorageArtifactRecord, VmRecord, VmState } from '../common/types';
+import type { Placement } from './placement';
 
 export interface NewHost {
   name: string;
@@ -103,6 +104,11 @@ export interface Inventory {
    * Throws PlacementError (see placement.ts) when no host fits or the VM is not in a migratable state.
    */
   claimTarget(request: PlacementRequest): Promise<PlacementResult>;
+  /**
+   * The target claimTarget would choose now, with every other host and why it lost — nothing is claimed, nothing
+   * changes (a dry run). Limits that would make a claim wait are not applied: the host that fits is named.
+   */
+  previewTarget(request: PlacementRequest): Promise<Placement>;
   getClaim(vmUuid: string): Promise<Claim | null>;
   listClaims(): Promise<Claim[]>;
   /** Deletes the claim if it belongs to workflowId. Idempotent. */

@@ -1,8 +1,8 @@
 /**
  * `ferry inventory sync`: asks libvirt on each host what it runs and records it (Inventory.syncHost).
  */
-import type { VmState } from '../common/types';
-import type { DomainInfo, DomainState, HostCapacity, Hypervisor } from '../hypervisor/port';
+import { vmStateOfDomain } from '../common/migration';
+import type { DomainInfo, HostCapacity, Hypervisor } from '../hypervisor/port';
 import type { HostCapacityUpdate, Inventory, SyncResult, VmUpsert } from './store';
 
 export interface SyncOptions {
@@ -12,21 +12,6 @@ export interface SyncOptions {
   concurrency?: number;
 }
 
-/**
- * libvirt domain state -> inventory VM state. Only `running` VMs can be migrated.
- * `blocked` is a running domain waiting on a resource; `shutdown` is still running but on its way down,
- * so it is not offered for migration (`unknown`); `crashed` is no longer running.
- */
-const STATE_MAP: Record<DomainState, VmState> = {
-  running: 'running',
-  blocked: 'running',
-  paused: 'paused',
-  pmsuspended: 'paused',
-  shutoff: 'stopped',
-  crashed: 'stopped',
-  shutdown: 'unknown',
-  nostate: 'unknown',
-};
 
 export function domainToVm(d: DomainInfo, host: string): VmUpsert {
   return {
@@ -35,7 +20,7 @@ export function domainToVm(d: DomainInfo, host: string): VmUpsert {
     host,
     memoryMiB: Math.ceil(d.memoryKiB / 1024),
     vcpus: d.vcpus,
-    state: STATE_MAP[d.state],
+    state: vmStateOfDomain(d.state),
     disks: d.disks.map((disk) => ({
       target: disk.target,
       name: basename(disk.path),

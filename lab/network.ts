@@ -112,4 +112,17 @@ export async function ensureHostMountNs(r: HostRefs, nsReal: string): Promise<vo
       await run('nsenter', [`--mount=${r.mntFile}`, 'mount', '--bind', path.join(r.dir, b.sub), b.inside]);
     }
   }
+  await ensureHostSysfs(r);
+}
+
+/**
+ * The host's own /sys: a sysfs mounted from inside its network namespace lists that namespace's interfaces,
+ * so libvirt's interface driver (`virsh iface-list`, which Ferry's bridge pre-check asks) sees the host's
+ * bridges, not the machine's. The root's copy is recognised by the root-side veth, which only the root has.
+ */
+async function ensureHostSysfs(r: HostRefs): Promise<void> {
+  const rootOnly = `/sys/class/net/${vethName(r.h.name)}`;
+  const seen = await tryRun('nsenter', [`--mount=${r.mntFile}`, 'test', '-e', rootOnly]);
+  if (!seen) return;
+  await run('nsenter', [`--net=${r.netnsFile}`, `--mount=${r.mntFile}`, 'mount', '-t', 'sysfs', 'sysfs', '/sys']);
 }

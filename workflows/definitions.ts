@@ -10,6 +10,7 @@ import type { EvacuationProgress } from '../common/evacuation';
 /** Workflow type names (what the Web UI's start form and Schedules want). workflows/index.ts exports each. */
 export const WORKFLOW_TYPES = {
   liveMigration: 'liveMigration',
+  planMigration: 'planMigration',
   evacuateHost: 'evacuateHost',
   evacuateHosts: 'evacuateHosts',
   syncInventory: 'syncInventory',

@@ -21,6 +21,7 @@ import {
   isCancellation,
   metricMeter,
   ParentClosePolicy,
+  patched,
   setHandler,
   sleep,
   startChild,
@@ -33,6 +34,7 @@ import { FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
 import { InputError, type LiveMigrationInput } from '../common/validation';
 import {
+  evacuationSkip,
   validateEvacuation,
   type EvacuateHostInput,
   type EvacuateHostsInput,
@@ -59,6 +61,9 @@ interface Evacuation {
   cancelReason: string | null;
   startedAt: number;
 }
+
+/** Runs started before stopped VMs moved cold skip every VM that is not running. */
+const MOVE_STOPPED_PATCH = 'move-stopped';
 
 const EMPTY_COUNTS: Record<VmEvacuationStatus, number> = { pending: 0, running: 0, migrated: 0, failed: 0, skipped: 0, cancelled: 0 };
 
@@ -121,15 +126,18 @@ export async function evacuateHost(input: EvacuateHostInput): Promise<Evacuation
   // 2.
   const begun = await inventory.beginEvacuation({ host: request.host });
   ev.progress.host = begun.host.name;
-  ev.progress.vms = begun.vms.map((vm) => ({
+  // Runs recorded before stopped VMs moved cold (and paused ones live) skipped every VM that was not running.
+  const movesStopped = patched(MOVE_STOPPED_PATCH);
+  const skips = begun.vms.map((vm) => evacuationSkip(vm.state, request.skipStopped, movesStopped));
+  ev.progress.vms = begun.vms.map((vm, i) => ({
     vm: vm.name,
     vmUuid: vm.uuid,
-    status: vm.state === 'running' ? 'pending' : 'skipped',
+    status: skips[i] === null ? 'pending' : 'skipped',
     workflowId: migrationWorkflowId(vm.uuid),
     phase: null,
     target: null,
     waitingFor: null,
-    reason: vm.state === 'running' ? null : `the VM is ${vm.state}: live migration moves running VMs only (move it cold or start it)`,
+    reason: skips[i] ?? null,
     startedAt: null,
     endedAt: null,
     claimedAt: null,

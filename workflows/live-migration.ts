@@ -4,9 +4,11 @@
  * The steps, in order, each a named function below:
  *   1. validateInput          bad input fails at once, non-retryable, nothing created
  *   2. readVmDisks            the VM's disks from the inventory, cross-checked with libvirt on the source
- *   3. selectTarget           filter + score + claim a target; the VM becomes "migrating"
+ *   3. selectTarget           filter + score + claim a target; the VM becomes "migrating"; the target's
+ *                             pre-flight checks and storage plan, a refused target given back, the next one tried
  *   4. createTargetStorage    directory, pool, each disk: one activity each, maximumAttempts = threshold
- *   5. migrateBeforeDeadline  a timer, then the heartbeating live migration; the timer firing aborts it
+ *   5. migrateBeforeDeadline  a timer, then the heartbeating migration — live (running and paused VMs) or
+ *                             cold (stopped VMs: volumes streamed, definition moved); the timer firing aborts it
  *   6. finishMigration        ask libvirt where the VM runs, update the inventory, clean the source, history
  *   7. compensate             on abort / timeout / failure / operator cancel: VM state first, then the
  *                             target's artifacts in reverse, then the claim; never cancellable, retried until done
@@ -27,6 +29,7 @@ import type {
   StoragePlan,
   VmFacts,
 } from '../common/migration';
+import { modeOf, vmStateOfDomain } from '../common/migration';
 import { deadlineAction } from '../common/convergence';
 import { formatDuration } from '../common/durations';
 import { FailureType } from '../common/failures';
@@ -85,6 +88,7 @@ async function readVmDisks(run: MigrationRun, request: MigrationRequest): Promis
   setPhase(run, 'reading-vm');
   const vm = await quick.readVm({ sourceHost: request.sourceHost, vmName: request.vmName, vmUuid: request.vmUuid });
   run.progress.source = vm.source.name;
+  run.progress.mode = modeOf(vm);
   upsertSearchAttributes([{ key: SA_SOURCE, value: vm.source.name }]);
   return vm;
 }
@@ -98,6 +102,11 @@ const SLOT_POLL_MAX_MS = 15_000;
 const MAX_REJECTED_TARGETS = 3;
 /** Runs started before storage plans replay without one (every disk copied into a per-VM directory). */
 const STORAGE_PLAN_PATCH = 'storage-plan';
+/** Runs started before pre-flight checks replay without them. */
+const PREFLIGHT_PATCH = 'preflight';
+
+/** Why a claimed target was given back: a pre-flight check, or its storage. */
+type Refusal = { check: string; reason: string; type: FailureType; vmWide: boolean };
 
 /**
  * Claims a target that passes the storage check; a refused one is given back and another one claimed. `plan`
@@ -107,18 +116,31 @@ async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: Vm
   setPhase(run, 'selecting-target');
   run.reached = { step: 'claiming', vm };
   const planned = patched(STORAGE_PLAN_PATCH);
+  const preflight = patched(PREFLIGHT_PATCH);
   for (;;) {
     const target = await claimTarget(run, request, vm);
-    const checked = planned ? await quick.planStorage({ vm, target }) : { plan: legacyPlan(vm) };
-    if ('plan' in checked) return { target, plan: checked.plan };
-    if ('deferred' in checked) return { target, plan: null };
-    // Nothing was created on it: give the claim back (the VM is `running` on its source again), try another.
-    run.rejectedTargets.push({ host: target.name, reason: checked.refused });
-    await mustComplete.abandonClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId, sourceHost: vm.source.name });
+    let refusal = preflight ? await preflightRefusal(vm, target) : null;
+    if (refusal === null) {
+      const checked = planned ? await quick.planStorage({ vm, target }) : { plan: legacyPlan(vm) };
+      if ('plan' in checked) return { target, plan: checked.plan };
+      if ('deferred' in checked) return { target, plan: null };
+      refusal = { check: 'storage', reason: checked.refused, type: FailureType.StorageConflict, vmWide: false };
+    }
+    // Nothing was created on it: give the claim back (the VM is back in its state on its source), try another.
+    run.rejectedTargets.push({ host: target.name, reason: refusal.reason, check: refusal.check });
+    await mustComplete.abandonClaim({ vmUuid: vm.uuid, workflowId: run.progress.workflowId, sourceHost: vm.source.name, state: vm.state ?? 'running' });
     run.reached = { step: 'claiming', vm };
     run.progress.target = null;
-    if (request.targetHost !== null || run.rejectedTargets.length >= MAX_REJECTED_TARGETS) throw storageRefusal(run, null);
+    if (refusal.vmWide || request.targetHost !== null || run.rejectedTargets.length >= MAX_REJECTED_TARGETS) throw targetsRefused(run, refusal.type, null);
   }
+}
+
+/** The claimed target's pre-flight checks: why it cannot run the VM, or null (a target that did not answer: null). */
+async function preflightRefusal(vm: VmFacts, target: HostRef): Promise<Refusal | null> {
+  const result = await quick.checkTarget({ vm, target, mode: modeOf(vm) });
+  const failed = result.checks.find((c) => !c.ok);
+  if (result.refusal === null || failed === undefined) return null;
+  return { check: failed.check, reason: result.refusal, type: FailureType.PreflightFailed, vmWide: result.vmWide };
 }
 
 /** One claim, waiting for a slot while a limit is reached or every fitting host is busy (within the queue timeout). */
@@ -129,7 +151,9 @@ async function claimTarget(run: MigrationRun, request: MigrationRequest, vm: VmF
     const placed = await quick
       .claimTarget({ vm, workflowId: run.progress.workflowId, targetHost: request.targetHost, limits: request.limits, ...(excludeHosts.length ? { excludeHosts } : {}) })
       .catch((err: unknown) => {
-        throw excludeHosts.length > 0 && rootApplicationFailure(err)?.type === FailureType.NoTargetHost ? storageRefusal(run, rootMessage(err)) : err;
+        const last = run.rejectedTargets[run.rejectedTargets.length - 1];
+        const type = last?.check === 'storage' ? FailureType.StorageConflict : FailureType.PreflightFailed;
+        throw excludeHosts.length > 0 && rootApplicationFailure(err)?.type === FailureType.NoTargetHost ? targetsRefused(run, type, rootMessage(err)) : err;
       });
     if ('target' in placed) {
       run.clock.claimedAt = Date.now();
@@ -150,11 +174,12 @@ async function claimTarget(run: MigrationRun, request: MigrationRequest, vm: VmF
   }
 }
 
-/** Every claimed target refused the VM's storage: nothing was created on any of them. */
-function storageRefusal(run: MigrationRun, noMore: string | null): ApplicationFailure {
+/** Every claimed target was refused (its checks or its storage): nothing was created on any of them. */
+function targetsRefused(run: MigrationRun, type: FailureType, noMore: string | null): ApplicationFailure {
   const each = run.rejectedTargets.map((r) => `${r.host}: ${r.reason}`).join('; ');
-  const message = `no target can take the storage of ${run.progress.vm.name} (${each})${noMore ? `; ${noMore}` : ''}`;
-  return ApplicationFailure.create({ type: FailureType.StorageConflict, message, nonRetryable: true, details: [{ rejectedTargets: run.rejectedTargets }] });
+  const what = type === FailureType.StorageConflict ? 'can take the storage of' : 'passes the pre-flight checks for';
+  const message = `no target ${what} ${run.progress.vm.name} (${each})${noMore ? `; ${noMore}` : ''}`;
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ rejectedTargets: run.rejectedTargets }] });
 }
 
 // ---- step 4 -------------------------------------------------------------------------------------------
@@ -247,20 +272,23 @@ async function migrateBeforeDeadline(run: MigrationRun, request: MigrationReques
   const copyScope = new CancellationScope();
   run.reached = { step: 'copying', vm, target, artifacts: artifactsOf(run.reached) };
   const started = Date.now();
+  const cold = modeOf(vm) === 'cold';
+  const move = () =>
+    cold
+      ? migration(timeoutMs).coldMigrateVm({ source: vm.source, target, vmUuid: vm.uuid, bandwidthMiBps: request.bandwidthMiBps, plannedDisks: plan.disks })
+      : migration(timeoutMs).migrateVm({
+          source: vm.source,
+          target,
+          vmUuid: vm.uuid,
+          bandwidthMiBps: request.bandwidthMiBps,
+          convergence: request.convergence,
+          pool: vmPoolName(vm.uuid),
+          disks: vm.disks,
+          plannedDisks: plan.disks,
+          clientTimeoutMs: timeoutMs + 5 * 60_000,
+        });
   const copy: Promise<CopyResult> = copyScope
-    .run(() =>
-      migration(timeoutMs).migrateVm({
-        source: vm.source,
-        target,
-        vmUuid: vm.uuid,
-        bandwidthMiBps: request.bandwidthMiBps,
-        convergence: request.convergence,
-        pool: vmPoolName(vm.uuid),
-        disks: vm.disks,
-        plannedDisks: plan.disks,
-        clientTimeoutMs: timeoutMs + 5 * 60_000,
-      }),
-    )
+    .run(move)
     .then(
       (stats) => ({ ok: true as const, stats }),
       (err: unknown) => ({ ok: false as const, err }),
@@ -270,7 +298,7 @@ async function migrateBeforeDeadline(run: MigrationRun, request: MigrationReques
   if (first === 'deadline') {
     const detail = `the migration did not finish within its timeout of ${formatDuration(timeoutMs)}`;
     const fired = (action: LimitFired['action']): LimitFired => ({ limit: 'completion', action, at: new Date().toISOString(), stats: run.progress.migration, detail });
-    if (!view.postCopyActive && deadlineAction(request.convergence) === 'abort') {
+    if (!view.postCopyActive && (cold || deadlineAction(request.convergence) === 'abort')) {
       view.limitFired = fired('abort');
       copyScope.cancel();
       await copy; // WAIT_CANCELLATION_COMPLETED: the activity has stopped when this settles
@@ -325,7 +353,9 @@ async function finishMigration(
     const at = where.location === 'source' ? `still on ${vm.source.name}` : 'running nowhere';
     throw new StepFailure('failed', FailureType.MigrationFailed, `libvirt reported success but the VM is ${at}`);
   }
-  await mustComplete.recordVmMoved({ vmUuid: vm.uuid, target: target.name, workflowId: run.progress.workflowId });
+  // A paused VM stays paused, a stopped one stopped: the inventory takes the state libvirt reports on the target.
+  const state = vmStateOfDomain(where.targetState);
+  await mustComplete.recordVmMoved({ vmUuid: vm.uuid, target: target.name, workflowId: run.progress.workflowId, state: state === 'unknown' ? 'running' : state });
   run.clock.releasedAt = Date.now();
 
   // The source's old storage and the target's new capacity at once; then the source's capacity and history.
@@ -353,7 +383,7 @@ async function cleanSourceStorage(run: MigrationRun, vm: VmFacts, plan: StorageP
 // ---- step 7 -------------------------------------------------------------------------------------------
 
 /** Refusals of the claim step: the inventory changed nothing. */
-const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound, FailureType.VmMismatch, FailureType.StorageConflict];
+const PLACEMENT_REFUSALS: readonly string[] = [FailureType.NoTargetHost, FailureType.VmBusy, FailureType.VmNotFound, FailureType.VmMismatch, FailureType.StorageConflict, FailureType.PreflightFailed];
 
 async function compensate(run: MigrationRun, err: unknown): Promise<MigrationReport> {
   const failure = describeFailure(run, err);
@@ -365,7 +395,7 @@ async function compensate(run: MigrationRun, err: unknown): Promise<MigrationRep
     case 'claiming':
       // The claim step refused (nothing changed), or did not answer: drop a claim it may have made after all.
       if (!PLACEMENT_REFUSALS.includes(failure.type)) {
-        await mustComplete.abandonClaim({ vmUuid: reached.vm.uuid, workflowId: run.progress.workflowId, sourceHost: reached.vm.source.name });
+        await mustComplete.abandonClaim({ vmUuid: reached.vm.uuid, workflowId: run.progress.workflowId, sourceHost: reached.vm.source.name, state: reached.vm.state ?? 'running' });
       }
       throw finalFailure(run, failure, null, null);
     default:
@@ -381,9 +411,9 @@ async function undoOnTarget(run: MigrationRun, reached: Exclude<Reached, { step:
   // Where is the VM really? Abort a running job first; a migration that completed after all is finished, not undone.
   const copying = reached.step === 'copying';
   run.progress.waitingFor = copying ? 'aborting the migration job' : `checking where ${vm.name} runs`;
-  const where = copying
-    ? await aborting.abortMigration({ source: vm.source, target, vmUuid: vm.uuid })
-    : await mustComplete.locateVm({ source: vm.source, target, vmUuid: vm.uuid });
+  const ref = { source: vm.source, target, vmUuid: vm.uuid };
+  const cold = modeOf(vm) === 'cold';
+  const where = copying ? await (cold ? aborting.abortColdMigration(ref) : aborting.abortMigration(ref)) : await mustComplete.locateVm(ref);
   if (where.location === 'target') {
     const late = `the ${failure.outcome === 'cancelled' ? 'cancel' : failure.outcome} came after the VM had moved: finished, not undone`;
     try {
@@ -396,7 +426,7 @@ async function undoOnTarget(run: MigrationRun, reached: Exclude<Reached, { step:
 
   // 1. The VM's state first, so it is never left "migrating".
   run.progress.waitingFor = 'restoring the VM state in the inventory';
-  await mustComplete.setVmPlacement({ vmUuid: vm.uuid, host: vm.source.name, state: where.location === 'source' ? 'running' : 'unknown' });
+  await mustComplete.setVmPlacement({ vmUuid: vm.uuid, host: vm.source.name, state: where.location === 'source' ? vmStateOfDomain(where.sourceState) : 'unknown' });
 
   // 2. Everything created on the target, newest first.
   const warnings: string[] = [];

@@ -6,7 +6,7 @@
  * Everything else here is what the progress query and the report show.
  */
 import { ApplicationFailure, getExternalWorkflowHandle, setHandler, upsertSearchAttributes, workflowInfo, type CancellationScope } from '@temporalio/workflow';
-import type { Artifact, ConvergenceView, HostRef, MigrationProgress, Phase, ProgressSignal, StoragePlan, TuneRequest, VmFacts } from '../common/migration';
+import type { Artifact, ConvergenceView, RejectedTarget, HostRef, MigrationProgress, Phase, ProgressSignal, StoragePlan, TuneRequest, VmFacts } from '../common/migration';
 import { SA_PHASE } from '../common/search-attributes';
 import { MAX_BANDWIDTH_MIBPS, MAX_DOWNTIME_LIMIT_MS, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 import { cancelSignal, childPhaseSignal, progressQuery, progressSignal, tuneUpdate } from './definitions';
@@ -47,8 +47,8 @@ export interface MigrationRun {
   request: MigrationRequest | null;
   /** How the storage reaches the target (set once a target passed its storage check). */
   plan: StoragePlan | null;
-  /** Targets claimed and then refused by their storage check, with why. */
-  rejectedTargets: { host: string; reason: string }[];
+  /** Targets claimed and then refused by a pre-flight check or their storage, with why. */
+  rejectedTargets: RejectedTarget[];
   /** Set by the `cancel` signal (a Temporal cancel carries no reason). */
   cancel: { reason: string } | null;
   clock: RunClock;
@@ -77,6 +77,7 @@ export function startRun(input: LiveMigrationInput, forward: CancellationScope):
     progress: {
       workflowId: workflowInfo().workflowId,
       phase: 'validating',
+      mode: null,
       vm: { name: String(loose.vmName ?? ''), uuid: String(loose.vmUuid ?? '') },
       source: String(loose.sourceHost ?? ''),
       target: null,
@@ -191,6 +192,9 @@ function validateTune(run: MigrationRun, req: TuneRequest): void {
   for (const k of Object.keys(req)) if (!known.includes(k)) problems.push(`unknown option ${k}`);
   const view = run.progress.convergence;
   if (run.progress.phase !== 'migrating' || view === null) problems.push(`the migration is ${run.progress.phase}, not migrating: nothing to tune`);
+  else if (run.progress.mode === 'cold') {
+    problems.push('a cold migration streams its volumes at the bandwidth it started with and has no downtime or post-copy to change: cancel it and start it again with --bandwidth');
+  }
   if (req.maxDowntimeMs !== undefined && !wholeIn(req.maxDowntimeMs, 1, MAX_DOWNTIME_LIMIT_MS)) {
     problems.push(`maxDowntimeMs must be a whole number of ms from 1 to ${MAX_DOWNTIME_LIMIT_MS}`);
   }

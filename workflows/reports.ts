@@ -71,6 +71,7 @@ export function buildReport(
   const { clock } = run;
   return {
     status,
+    mode: run.progress.mode,
     workflowId: info.workflowId,
     runId: info.runId,
     vm: vm?.name ?? run.progress.vm.name,

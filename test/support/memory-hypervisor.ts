@@ -5,7 +5,20 @@
  */
 import type { DiskFormat } from '../../common/types';
 import { LibvirtError, type LibvirtErrorKind } from '../../hypervisor/errors';
-import { emptyJobInfo, type DomainInfo, type HostCapacity, type Hypervisor, type JobInfo, type MigrateOptions, type PoolInfo, type VolumeInfo } from '../../hypervisor/port';
+import {
+  emptyJobInfo,
+  type CopyVolumeOptions,
+  type DomainInfo,
+  type DomainNeeds,
+  type HostCapacity,
+  type Hypervisor,
+  type JobInfo,
+  type MigrateOptions,
+  type NetworkInfo,
+  type PoolInfo,
+  type VolumeInfo,
+  type VolumeRef,
+} from '../../hypervisor/port';
 
 interface MemVolume {
   name: string;
@@ -42,6 +55,12 @@ export interface MemHost {
   dirs: Set<string>;
   jobs: Map<string, MemJob>;
   completed: Map<string, JobInfo>;
+  /** Network interfaces (bridges included) and libvirt networks the host has. */
+  interfaces: Set<string>;
+  networks: NetworkInfo[];
+  /** What the host's hypervisor says of any custom CPU (null: runs it) and of machine types it lacks. */
+  cpuRefusal: string | null;
+  machines: Set<string> | null;
 }
 
 export type FaultMethod = keyof Hypervisor;
@@ -74,6 +93,10 @@ export class MemoryHypervisor implements Hypervisor {
   /** Files per directory, keyed by `<uri>|<dir>`, or `shared|<dir>` for a directory several hosts share. */
   private readonly stores = new Map<string, Map<string, MemVolume>>();
   private readonly sharedDirs = new Map<string, Set<string>>();
+  /** Per VM: what its definition asks of a host beyond the defaults (no NICs, a custom CPU, pc-i440fx-7.2). */
+  readonly needs = new Map<string, Partial<DomainNeeds>>();
+  /** Bytes per ms a cold volume copy moves (default: 64 MiB/s). */
+  copyBytesPerMs = 64 * 1024;
 
   /** `dir` is the same storage on these hosts (as NFS, or a bind mount, is): one set of files. */
   shareDirectory(dir: string, uris: string[]): void {
@@ -121,6 +144,10 @@ export class MemoryHypervisor implements Hypervisor {
       dirs: new Set(['/var/lib/libvirt/images/ferry']),
       jobs: new Map(),
       completed: new Map(),
+      interfaces: new Set(['eth0', 'lo']),
+      networks: [],
+      cpuRefusal: null,
+      machines: null,
     };
     this.hosts.set(uri, h);
     return h;
@@ -340,7 +367,7 @@ export class MemoryHypervisor implements Hypervisor {
   async migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void> {
     const src = this.enter('migrate', sourceUri, uuid, targetUri, opts);
     const dom = src.domains.get(uuid);
-    if (!dom || dom.state !== 'running') throw new LibvirtError('invalid', `Requested operation is not valid: domain is not running`);
+    if (!dom || (dom.state !== 'running' && dom.state !== 'paused')) throw new LibvirtError('invalid', `Requested operation is not valid: domain is not running`);
     const tgt = this.host(targetUri);
     for (const d of dom.disks) {
       if (opts.copyDisks !== undefined && !opts.copyDisks.includes(d.target)) continue; // on storage the target shares
@@ -381,7 +408,8 @@ export class MemoryHypervisor implements Hypervisor {
           return;
         }
         src.domains.delete(uuid);
-        tgt.domains.set(uuid, { ...dom, state: 'running', stateReason: 'migrated' });
+        // a paused VM stays paused (libvirt keeps its reason), a running one resumes on the target
+        tgt.domains.set(uuid, dom.state === 'paused' ? { ...dom } : { ...dom, state: 'running', stateReason: 'migrated' });
         tgt.completed.set(uuid, completedJob(Date.now() - job.startedAt, job.postCopyAt !== null ? 5 : Math.min(25, this.maxDowntime(uuid))));
         job.settle();
       }, 20);
@@ -448,6 +476,76 @@ export class MemoryHypervisor implements Hypervisor {
   async completedJobInfo(uri: string, uuid: string): Promise<JobInfo | null> {
     const h = this.enter('completedJobInfo', uri, uuid);
     return h.completed.get(uuid) ?? null;
+  }
+
+  async domainNeeds(uri: string, uuid: string): Promise<DomainNeeds> {
+    const h = this.enter('domainNeeds', uri, uuid);
+    if (!h.domains.has(uuid)) throw new LibvirtError('not-found', `Domain not found: no domain with matching uuid '${uuid}'`);
+    return { virtType: 'qemu', arch: 'x86_64', machine: 'pc-i440fx-7.2', cpuMode: 'custom', nics: [], hostDevices: [], readOnlyFiles: [], xml: '<domain/>', ...this.needs.get(uuid) };
+  }
+
+  async hostInterfaces(uri: string): Promise<string[]> {
+    return [...this.enter('hostInterfaces', uri).interfaces];
+  }
+
+  async listNetworks(uri: string): Promise<NetworkInfo[]> {
+    return this.enter('listNetworks', uri).networks;
+  }
+
+  async cpuIncompatibility(uri: string, needs: DomainNeeds): Promise<string | null> {
+    const h = this.enter('cpuIncompatibility', uri);
+    return needs.cpuMode === 'custom' ? h.cpuRefusal : null;
+  }
+
+  async machineUnsupported(uri: string, needs: DomainNeeds): Promise<string | null> {
+    const h = this.enter('machineUnsupported', uri);
+    if (needs.machine === null || h.machines === null || h.machines.has(needs.machine)) return null;
+    return `the machine '${needs.machine}' is not supported by emulator '/usr/bin/qemu-system-x86_64'`;
+  }
+
+  /** Per VM: the dirty rate measureDirtyRate reports (MiB/s); default 0 for a running VM. */
+  readonly dirtyRates = new Map<string, number>();
+
+  async measureDirtyRate(uri: string, uuid: string, _seconds: number): Promise<number | null> {
+    const dom = this.enter('measureDirtyRate', uri, uuid).domains.get(uuid);
+    return dom?.state === 'running' ? (this.dirtyRates.get(uuid) ?? 0) : null;
+  }
+
+  async copyVolume(from: VolumeRef, to: VolumeRef, opts: CopyVolumeOptions = {}): Promise<number> {
+    const src = this.pool(this.enter('copyVolume', from.uri, from.pool, from.name, to.uri, to.pool, to.name), from.pool);
+    const vol = src.volumes.get(from.name);
+    if (!vol) throw new LibvirtError('not-found', `Storage volume not found: no storage vol with matching name '${from.name}'`);
+    const dst = this.pool(this.host(to.uri), to.pool);
+    if (!dst.volumes.has(to.name)) throw new LibvirtError('not-found', `Storage volume not found: no storage vol with matching name '${to.name}'`);
+    const total = vol.capacityBytes;
+    const started = Date.now();
+    for (;;) {
+      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('aborted');
+      const done = Math.min(total, (Date.now() - started) * this.copyBytesPerMs);
+      opts.onProgress?.(done);
+      if (done >= total) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    dst.volumes.set(to.name, { ...vol, name: to.name });
+    return total;
+  }
+
+  async migrateOffline(sourceUri: string, uuid: string, targetUri: string): Promise<void> {
+    const src = this.enter('migrateOffline', sourceUri, uuid, targetUri);
+    const dom = src.domains.get(uuid);
+    if (!dom) throw new LibvirtError('not-found', `Domain not found: no domain with matching uuid '${uuid}'`);
+    if (dom.state !== 'shutoff') throw new LibvirtError('invalid', 'Requested operation is not valid: domain is active');
+    this.host(targetUri).domains.set(uuid, { ...dom });
+    src.domains.delete(uuid);
+  }
+
+  async undefineDomain(uri: string, uuid: string): Promise<boolean> {
+    const h = this.enter('undefineDomain', uri, uuid);
+    const dom = h.domains.get(uuid);
+    if (!dom || !dom.persistent) return false;
+    if (dom.state !== 'shutoff') throw new LibvirtError('invalid', `undefineDomain ${uuid}: the domain is ${dom.state}; only a shut-off domain is undefined`);
+    h.domains.delete(uuid);
+    return true;
   }
 
   async abortJob(uri: string, uuid: string): Promise<boolean> {

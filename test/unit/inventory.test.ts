@@ -301,10 +301,13 @@ for (const backend of BACKENDS) {
         expect((await inv.claimTarget(request('u1', { workflowId: 'wf-2' }))).claim.host).toBe('h2');
       });
 
-      it('refuses VMs that are not running, not on the source, unknown, or migrating without a claim', async () => {
-        await inv.setVmPlacement('u1', 'h1', 'stopped');
-        const stopped = await rejects(inv.claimTarget(request('u1')), PlacementError);
-        expect([stopped.code, stopped.message]).toEqual(['vm-state', 'vm-u1 is stopped: only running VMs can be live-migrated']);
+      it('refuses VMs in an unknown state, not on the source, unknown, or migrating without a claim', async () => {
+        await inv.setVmPlacement('u1', 'h1', 'unknown');
+        const unknown = await rejects(inv.claimTarget(request('u1')), PlacementError);
+        expect([unknown.code, unknown.message]).toEqual([
+          'vm-state',
+          'vm-u1 is unknown: Ferry moves running, paused and stopped VMs — run `ferry inventory sync` to refresh its state',
+        ]);
 
         const elsewhere = await rejects(inv.claimTarget(request('u2', { sourceHost: 'h2' })), PlacementError);
         expect(elsewhere.code).toBe('vm-state');

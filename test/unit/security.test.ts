@@ -102,6 +102,7 @@ describe('credentials in URIs never show', () => {
     `qemu+tls://admin:${PASSWORD}@127.0.0.1:1/system`,
   ];
   const hv = new VirshHypervisor({ timeoutMs: 10_000 });
+  const NEEDS = { virtType: 'qemu', arch: 'x86_64', machine: 'pc-i440fx-7.2', cpuMode: 'custom', nics: [], hostDevices: [], readOnlyFiles: [], xml: `<domain type='qemu'><cpu mode='custom'><model>qemu64</model></cpu></domain>` };
   const target = `qemu+tcp://other:${PASSWORD}@127.0.0.1:2/system`;
   const calls: [string, (uri: string) => Promise<unknown>][] = [
     ['hostCapacity', (u) => hv.hostCapacity(u, '/var/lib/libvirt/images/ferry')],
@@ -128,6 +129,15 @@ describe('credentials in URIs never show', () => {
     ['getMaxDowntime', (u) => hv.getMaxDowntime(u, UUID)],
     ['setMigrationBandwidth', (u) => hv.setMigrationBandwidth(u, UUID, 10)],
     ['startPostCopy', (u) => hv.startPostCopy(u, UUID)],
+    ['domainNeeds', (u) => hv.domainNeeds(u, UUID)],
+    ['hostInterfaces', (u) => hv.hostInterfaces(u)],
+    ['listNetworks', (u) => hv.listNetworks(u)],
+    ['cpuIncompatibility', (u) => hv.cpuIncompatibility(u, NEEDS)],
+    ['machineUnsupported', (u) => hv.machineUnsupported(u, NEEDS)],
+    ['copyVolume', (u) => hv.copyVolume({ uri: u, pool: `ferry-${UUID}`, name: 'disk0.qcow2' }, { uri: target, pool: `ferry-${UUID}`, name: 'disk0.qcow2' })],
+    ['migrateOffline', (u) => hv.migrateOffline(u, UUID, target)],
+    ['measureDirtyRate', (u) => hv.measureDirtyRate(u, UUID, 1)],
+    ['undefineDomain', (u) => hv.undefineDomain(u, UUID)],
   ];
   const methods: (keyof Hypervisor)[] = calls.map(([m]) => m as keyof Hypervisor);
 
@@ -137,6 +147,8 @@ describe('credentials in URIs never show', () => {
       definePool: true, startPool: true, forgetPool: true, createTransientPool: true, recreateVolume: true, deleteVolume: true, stopPool: true, removeStorageDirectory: true,
       listPools: true, listVolumes: true, poolOfVolume: true, migrate: true, jobInfo: true, completedJobInfo: true, abortJob: true,
       setMaxDowntime: true, getMaxDowntime: true, setMigrationBandwidth: true, startPostCopy: true,
+      domainNeeds: true, hostInterfaces: true, listNetworks: true, cpuIncompatibility: true, machineUnsupported: true,
+      copyVolume: true, migrateOffline: true, undefineDomain: true, measureDirtyRate: true,
     };
     expect([...methods].sort()).toEqual(Object.keys(port).sort());
   });

@@ -146,7 +146,7 @@ describe('storage plans: shared storage, flat pools, provenance (workflow, hyper
     const outcome = await ferry.migrate(input(vm));
     expect(outcome.status).toBe('migrated');
     expect(outcome.target).toBe('h2');
-    expect(outcome.rejectedTargets).toEqual([{ host: 'h3', reason: expect.stringMatching(/Ferry did not create it/) }]);
+    expect(outcome.rejectedTargets).toEqual([{ host: 'h3', check: 'storage', reason: expect.stringMatching(/Ferry did not create it/) }]);
     expect(hv.files(hv.host(H3), IMAGES).get('web3.qcow2')).toEqual({ name: 'web3.qcow2', capacityBytes: 7 * MiB, format: 'raw' });
   });
 

@@ -1,0 +1,124 @@
+/**
+ * Step 5 for a stopped VM: cold migration. Each copied disk's bytes are streamed from the source volume into
+ * the volume its create task made on the target (vol-download → vol-upload, heartbeating the bytes copied),
+ * then libvirt moves the definition (`migrate --offline --persistent --undefinesource`): defined on the
+ * target, undefined on the source, in one libvirt call. Every attempt reconciles first: the VM already defined
+ * on the target only → moved; otherwise its copies start again from the first byte (the target volumes are
+ * this run's own). The source's disks are never written.
+ */
+import { randomUUID } from 'node:crypto';
+import { Context } from '@temporalio/activity';
+import type { CompletedMigrationStats, HostRef, LocateResult, MigrationStats, PlannedDisk } from '../common/migration';
+import { FailureType } from '../common/failures';
+import { dirnameOf } from '../common/names';
+import type { Hypervisor } from '../hypervisor/port';
+import type { ActivityRuntime } from './context';
+import { guarded, nonRetryable } from './failures';
+import { locate } from './locate';
+import type { LocateInput } from './migration';
+import { PROBE_PREFIX, withDirectoryPool } from './storage-plan';
+
+export interface ColdMigrateInput {
+  source: HostRef;
+  target: HostRef;
+  vmUuid: string;
+  bandwidthMiBps: number | null;
+  /** The storage plan's disks: `copied` ones are streamed into their target pools, `shared` ones stay. */
+  plannedDisks: PlannedDisk[];
+}
+
+/** The copy's progress as the progress query shows a live migration's (the disks are all there is to move). */
+function copyStats(totalBytes: number, copiedBytes: number, startedAt: number): MigrationStats {
+  return {
+    jobType: 'cold-copy',
+    elapsedMs: Date.now() - startedAt,
+    dataTotalBytes: totalBytes,
+    dataProcessedBytes: copiedBytes,
+    dataRemainingBytes: totalBytes - copiedBytes,
+    memoryRemainingBytes: 0,
+    diskRemainingBytes: totalBytes - copiedBytes,
+    memoryIteration: null,
+    dirtyRatePagesPerSec: null,
+    percent: totalBytes > 0 ? Math.min(100, Math.round((copiedBytes / totalBytes) * 1000) / 10) : 100,
+    sampledAt: new Date().toISOString(),
+  };
+}
+
+/** The VM must stay shut off while its disks are copied: a started VM writes to the source copy. */
+async function requireShutOff(hv: Hypervisor, source: HostRef, vmUuid: string, when: string): Promise<void> {
+  const dom = await hv.getDomain(source.uri, vmUuid);
+  if (dom === null || dom.state === 'shutoff') return;
+  throw nonRetryable(
+    FailureType.MigrationFailed,
+    `${dom.name} was started on ${source.name} ${when} (it is ${dom.state}): a cold migration moves stopped VMs only; ` +
+      'the target copy is discarded — stop the VM and migrate it again, or migrate it live',
+  );
+}
+
+export function coldMigrationActivities(rt: ActivityRuntime) {
+  const { hv } = rt;
+  return {
+    async coldMigrateVm(input: ColdMigrateInput): Promise<CompletedMigrationStats> {
+      return guarded(async () => {
+        const ctx = Context.current();
+        const { source, target, vmUuid } = input;
+        const startedAt = Date.now();
+        const already = await locate(hv, source, target, vmUuid);
+        if (already.location === 'target') return { totalTimeMs: 0, downtimeMs: null, bytesTransferred: 0, location: already };
+        await requireShutOff(hv, source, vmUuid, 'before the copy');
+
+        const copied = input.plannedDisks.filter((d) => d.layout === 'copied');
+        const total = copied.reduce((s, d) => s + d.sizeBytes, 0);
+        const sourcePools = await hv.listPools(source.uri);
+        let done = 0;
+        let lastSignal = 0;
+        for (const d of copied) {
+          if (d.pool === null) throw new Error(`disk ${d.name} has no target pool in the storage plan`);
+          const pool = d.pool;
+          // A fresh volume first (this run's own, made by its create task): an earlier attempt's partial copy goes.
+          await hv.recreateVolume(target.uri, pool, d.name, d.sizeBytes, d.format, { replace: true });
+          const tag = `${PROBE_PREFIX}${vmUuid.slice(0, 8)}-copy-${randomUUID().slice(0, 4)}`;
+          const bytes = await withDirectoryPool(hv, source, sourcePools, dirnameOf(d.path), tag, (from) =>
+            hv.copyVolume({ uri: source.uri, pool: from, name: d.name }, { uri: target.uri, pool, name: d.name }, {
+              ...(input.bandwidthMiBps !== null ? { bandwidthMiBps: input.bandwidthMiBps } : {}),
+              signal: ctx.cancellationSignal,
+              onProgress: (n) => {
+                const stats = copyStats(Math.max(total, done + n), done + n, startedAt);
+                ctx.heartbeat({ stats });
+                if (Date.now() - lastSignal >= rt.signalEveryMs) {
+                  lastSignal = Date.now();
+                  void rt.report({ migration: stats }).catch(() => undefined);
+                }
+              },
+            }),
+          ).catch((err: unknown) => {
+            if (ctx.cancellationSignal.aborted) return undefined;
+            throw err;
+          });
+          if (bytes === undefined) await ctx.cancelled; // the copy was killed by the activity's cancellation
+          if (bytes === null || bytes === undefined) throw nonRetryable(FailureType.MigrationFailed, `${source.name} no longer has the directory of ${d.path}`);
+          done += bytes;
+        }
+        if (ctx.cancellationSignal.aborted) await ctx.cancelled;
+        await requireShutOff(hv, source, vmUuid, 'during the copy');
+        await hv.migrateOffline(source.uri, vmUuid, target.uri);
+        const where = await locate(hv, source, target, vmUuid);
+        return { totalTimeMs: Date.now() - startedAt, downtimeMs: null, bytesTransferred: done, location: where };
+      });
+    },
+
+    /**
+     * Compensation of a cold migration (its copy activity has stopped): if the definition reached the target
+     * while the source still has it (libvirt's offline migration interrupted), the target's copy of the
+     * definition goes — the VM's home is its source. Then where the VM is.
+     */
+    async abortColdMigration(input: LocateInput): Promise<LocateResult> {
+      return guarded(async () => {
+        const { source, target, vmUuid } = input;
+        const [src, tgt] = await Promise.all([hv.getDomain(source.uri, vmUuid), hv.getDomain(target.uri, vmUuid)]);
+        if (src !== null && src.persistent && tgt !== null && tgt.persistent && tgt.state === 'shutoff') await hv.undefineDomain(target.uri, vmUuid);
+        return locate(hv, source, target, vmUuid);
+      });
+    },
+  };
+}

@@ -8,6 +8,7 @@
  *   migration.ts   the live migration (5: migration-run.ts), abort, tune, post-copy, where the VM runs
  *   finishing.ts   success bookkeeping, source cleanup, capacity, history and metrics (6)
  *   checks.ts      the pre-conditions, as named checks; locate.ts: libvirt's account of a VM
+ *   reconcile.ts   what a workflow closed from outside (terminated) left behind: claim, VM state, target storage
  */
 import { activityRuntime, type ActivityDeps } from './context';
 import { finishingActivities } from './finishing';
@@ -15,6 +16,7 @@ import { inventoryActivities } from './inventory';
 import { migrationActivities } from './migration';
 import { storageActivities } from './storage';
 import { planningActivities } from './storage-plan';
+import { reconcileActivities } from './reconcile';
 
 export type { ActivityDeps } from './context';
 export type { ClaimTargetInput, ClaimTargetResult } from './inventory';
@@ -23,6 +25,7 @@ export type { PlanStorageInput, PlanStorageResult } from './storage-plan';
 export type { MigrateVmInput } from './migration-run';
 export type { LocateInput } from './migration';
 export type { CleanSourceInput, CleanSourceResult } from './finishing';
+export { reconcileMigrations } from './reconcile';
 export { checkDiskPaths, compareDisks } from './checks';
 export { hostRef, migrationStats } from './locate';
 
@@ -34,6 +37,7 @@ export function createActivities(deps: ActivityDeps) {
     ...storageActivities(rt),
     ...migrationActivities(rt),
     ...finishingActivities(rt),
+    ...reconcileActivities(rt),
   };
 }
 

@@ -9,6 +9,7 @@ import { syncInventory } from '../inventory';
 import type { CliContext } from './context';
 import { CliExit, EXIT, gib, printJson, printTable } from './output';
 import { diskLayout } from '../common/storage';
+import type { ReconciledVm } from '../common/reconcile';
 
 export const ROOT_POOL = 'ferry-root';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/libvirt/images/ferry';
@@ -131,6 +132,21 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
     });
 
   program
+    .command('reconcile')
+    .description('fix what migrations closed from outside (terminated) left: VM record, target claim, storage they created on the target')
+    .option('--host <host...>', 'only migrations from or to these hosts')
+    .option('--dry-run', 'report what would be done; change nothing')
+    .option('--json', 'print JSON')
+    .action(async (o: { host?: string[]; dryRun?: boolean; json?: boolean }) => {
+      const ferry = await ctx.client();
+      const reconciled = await ferry.reconcile({ ...(o.host ? { hosts: o.host } : {}), ...(o.dryRun ? { dryRun: true } : {}) });
+      if (o.json) printJson({ dryRun: o.dryRun === true, reconciled });
+      else printReconciled(reconciled, o.dryRun === true);
+      const failed = reconciled.flatMap((r) => r.actions.filter((a) => a.error !== undefined));
+      if (failed.length > 0) throw new CliExit(EXIT.failure, `${failed.length} action(s) failed; see ERROR above and run \`ferry reconcile\` again once the cause is fixed`);
+    });
+
+  program
     .command('history')
     .description('migration history (newest first)')
     .option('--vm <vm>', 'name or UUID')
@@ -155,4 +171,21 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
         { header: 'REASON', value: (r) => r.reason ?? '' },
       ]);
     });
+}
+
+function printReconciled(reconciled: readonly ReconciledVm[], dryRun: boolean): void {
+  if (reconciled.length === 0) {
+    process.stdout.write('nothing to reconcile: every claim and migrating VM belongs to a running workflow\n');
+    return;
+  }
+  const rows = reconciled.flatMap((r) => r.actions.map((a) => ({ r, a })));
+  printTable(rows, [
+    { header: 'VM', value: ({ r }) => r.vm },
+    { header: 'WORKFLOW', value: ({ r }) => `${r.workflowId} (${r.workflow})` },
+    { header: 'RUNS ON', value: ({ r }) => (r.location === 'source' ? r.source : r.location === 'target' ? r.target : r.location) },
+    { header: 'ACTION', value: ({ a }) => a.action },
+    { header: dryRun ? 'WOULD' : 'DONE', value: ({ a }) => (dryRun ? 'yes' : a.done ? 'yes' : 'no') },
+    { header: 'DETAIL', value: ({ a }) => a.detail },
+    { header: 'ERROR', value: ({ a }) => a.error ?? '' },
+  ]);
 }

@@ -13,6 +13,7 @@ export const WORKFLOW_TYPES = {
   evacuateHost: 'evacuateHost',
   evacuateHosts: 'evacuateHosts',
   syncInventory: 'syncInventory',
+  reconcile: 'reconcile',
 } as const;
 
 // ---- liveMigration ------------------------------------------------------------------------------------

@@ -2,4 +2,4 @@
 // signals and updates are in definitions.ts.
 export { liveMigration } from './live-migration';
 export { evacuateHost, evacuateHosts } from './evacuate-host';
-export { syncInventory } from './sync-inventory';
+export { reconcile, syncInventory } from './sync-inventory';

@@ -76,14 +76,24 @@ export function buildProgram(ctx: CliContext): Command {
   lab
     .command('down')
     .description('stop every lab host and VM and forget them in the inventory')
-    .action(async () => {
+    .option('--force', 'stop it whatever the inventory says (claims of migrations from or to lab hosts are dropped)')
+    .action(async (o: { force?: boolean }) => {
       const before = await labStatus(ctx.home);
-      await labDown(ctx.home);
       const inv = await ctx.inventory();
-      for (const h of before.hosts) {
-        if ((await inv.getHost(h.name)) !== null) await inv.removeHost(h.name);
+      const names = before.hosts.map((h) => h.name);
+      const busy = (await inv.listClaims()).filter((c) => names.includes(c.host) || names.includes(c.sourceHost));
+      if (busy.length > 0 && !o.force) {
+        throw new CliExit(
+          EXIT.badInput,
+          `lab hosts have migrations in flight (${busy.map((c) => `${c.vmUuid} ${c.sourceHost} → ${c.host}, ${c.workflowId}`).join('; ')}): ` +
+            'wait for them or cancel them, run `ferry reconcile` if their workflows were terminated, or `ferry lab down --force`',
+        );
       }
-      log(`lab down (${before.hosts.length} hosts removed)`);
+      await labDown(ctx.home);
+      for (const name of names) {
+        if ((await inv.getHost(name)) !== null) await inv.removeHost(name, { force: o.force === true });
+      }
+      log(`lab down (${names.length} hosts removed${busy.length > 0 ? `, ${busy.length} claims dropped` : ''})`);
     });
   lab
     .command('status')

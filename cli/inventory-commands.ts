@@ -41,8 +41,9 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       if (problem !== null) throw new CliExit(EXIT.badInput, `--uri ${redactUri(uri)} refused: ${problem}`);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });
       if (o.prepare) {
-        await ctx.hypervisor.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
-        const [r] = await syncInventory(inv, ctx.hypervisor, { hosts: [name] });
+        const hv = await ctx.hypervisor();
+        await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
+        const [r] = await syncInventory(inv, hv, { hosts: [name] });
         if (r?.error) process.stderr.write(`warning: ${name} added but not synced: ${r.error}\n`);
       }
       const host = await inv.getHost(name);
@@ -116,7 +117,7 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
     .option('--json', 'print JSON')
     .action(async (o: { host?: string[]; json?: boolean }) => {
       const inv = await ctx.inventory();
-      const results = await syncInventory(inv, ctx.hypervisor, o.host ? { hosts: o.host } : {});
+      const results = await syncInventory(inv, await ctx.hypervisor(), o.host ? { hosts: o.host } : {});
       if (o.json) printJson(results);
       else {
         printTable(results, [

@@ -129,7 +129,10 @@ async function reconcileOne(inventory: Inventory, hv: Hypervisor, s: Stuck, dryR
   return result;
 }
 
-/** The records of that workflow on the target, newest first, each undone with the run that recorded it. Stops at the first refusal. */
+/**
+ * The records of that workflow on the target, newest first, each undone with the run that recorded it (a pool
+ * and the directory under it are one action, as removeRunDirectory removes both). Stops at the first refusal.
+ */
 async function removeRecorded(
   inventory: Inventory,
   hv: Hypervisor,
@@ -137,9 +140,15 @@ async function removeRecorded(
   records: readonly StorageArtifactRecord[],
   act: (action: 'remove', detail: string, body: () => Promise<unknown>) => Promise<boolean>,
 ): Promise<void> {
+  const handled = new Set<string>();
   for (const r of records) {
+    const key = `${r.runId}|${r.path}`;
+    if (r.kind !== 'volume' && handled.has(key)) continue;
+    if (r.kind !== 'volume') handled.add(key);
+    const withDir = r.kind === 'pool' && records.some((d) => d.kind === 'directory' && `${d.runId}|${d.path}` === key);
+    const what = r.kind === 'pool' ? `pool ${r.pool}${withDir ? ' and directory' : ' on'} ${r.path}` : `${r.kind} ${r.path}`;
     const run = { workflowId: r.workflowId, runId: r.runId };
-    const ok = await act('remove', `${r.kind} ${r.path} on ${target.name} (run ${r.runId}, ${r.state})`, () => undoRecord({ inventory, hv, run }, target, r));
+    const ok = await act('remove', `${what} on ${target.name} (run ${r.runId}, ${r.state})`, () => undoRecord({ inventory, hv, run }, target, r));
     if (!ok) break; // as compensation: leave the rest recorded; a later migration of the VM there replaces it
   }
 }

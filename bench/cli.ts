@@ -12,10 +12,10 @@
  *            ping-pongs, so both methods go first as often and move the VM in both directions. After a by-hand
  *            migration the inventory is re-synced (untimed), as an operator would.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CommandError, run, startProcess } from '../hypervisor/exec';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { openInventory, syncInventory, type Inventory } from '../inventory';
 import { labDown, labUp, LAB_DISK_NAME, LAB_STORAGE_ROOT, type LabHost, type LabStatus, type LabVm } from '../lab';
@@ -55,18 +55,16 @@ interface Exit {
   wallMs: number;
 }
 
-/** Runs a program to its exit; wall time from spawn to exit. */
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Exit> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr, wallMs: performance.now() - t0 }));
-  });
+/** Runs a program to its exit (hypervisor/exec.ts run: argv, no shell); wall time from spawn to exit. */
+async function timed(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Exit> {
+  const t0 = performance.now();
+  try {
+    const r = await run(cmd, args, { env, timeoutMs: 10 * 60_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr, wallMs: performance.now() - t0 };
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+    return { code: err.exitCode, stdout: err.stdout, stderr: err.stderr, wallMs: performance.now() - t0 };
+  }
 }
 
 function requireBuild(): void {
@@ -78,7 +76,7 @@ function requireBuild(): void {
 export async function startupBench(o: { runs: number }): Promise<StartupResult> {
   requireBuild();
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-cli-'));
-  const env = { ...process.env, FERRY_HOME: home, FERRY_INVENTORY: path.join(home, 'inventory.db') };
+  const env = { FERRY_HOME: home, FERRY_INVENTORY: path.join(home, 'inventory.db') };
   const inv = await openInventory(env.FERRY_INVENTORY);
   for (let i = 1; i <= 3; i++) await inv.addHost({ name: `h${i}`, address: `10.0.0.${i}`, uri: `qemu+tcp://10.0.0.${i}/system`, memoryMiB: 4096, vcpus: 4 });
   await inv.close();
@@ -119,8 +117,8 @@ interface E2eWorld {
   lab: LabStatus;
   inv: Inventory;
   hv: VirshHypervisor;
-  env: NodeJS.ProcessEnv;
-  worker: ChildProcess;
+  env: Record<string, string>;
+  worker: ReturnType<typeof startProcess>;
   stop(): Promise<void>;
 }
 
@@ -133,8 +131,7 @@ async function startE2eWorld(): Promise<E2eWorld> {
   const inventoryFile = path.join(home, 'inventory.db');
   const inv = await openInventory(inventoryFile);
   await registerLab(inv, hv, lab);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+  const env: Record<string, string> = {
     FERRY_HOME: home,
     FERRY_INVENTORY: inventoryFile,
     FERRY_TASK_QUEUE: `ferry-e2e-${Date.now()}`,
@@ -143,10 +140,11 @@ async function startE2eWorld(): Promise<E2eWorld> {
     FERRY_METRICS_ADDRESS: 'off',
   };
   // The worker as `ferry dev up` runs it: its own process, `ferry worker`.
-  const worker = spawn(process.execPath, [FERRY_BIN, 'worker'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const worker = startProcess(process.execPath, [FERRY_BIN, 'worker'], { env });
+  worker.stderr.pipe(process.stderr);
   await new Promise<void>((resolve, reject) => {
     worker.once('exit', (code) => reject(new Error(`ferry worker exited ${code}`)));
-    worker.stdout?.on('data', (d: Buffer) => {
+    worker.stdout.on('data', (d: Buffer) => {
       if (d.toString().includes('ferry worker: task queue')) resolve();
     });
   });

@@ -7,12 +7,11 @@
  * The worker is a child process (test/support/worker-child.ts) so that a create task can be held at a gate.
  * Run with a lab of your own, e.g. FERRY_LAB_PREFIX=rec FERRY_LAB_SUBNET=10.213.93.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSyncSchedule } from '../../client/fleet';
+import { CommandError, run } from '../../hypervisor/exec';
 import type { ReconciledVm } from '../../common/reconcile';
 import { LAB_STORAGE_ROOT, type LabVm } from '../../lab';
 import { canRunLab, expectConsistent, migrationInput, startFaultLab, type FaultLab } from '../support/fault-harness';
@@ -22,7 +21,6 @@ import { eventually } from '../support/temporal';
 const FILE = 'reconcile.lab.test.ts';
 const REPO = path.join(__dirname, '..', '..');
 const REGISTER_TS = path.join(REPO, 'test', 'support', 'register-ts.cjs');
-const run = promisify(execFile);
 
 describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on the real lab', () => {
   let f: FaultLab;
@@ -42,7 +40,6 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
   /** The `ferry` command itself (the TypeScript sources), against this lab's Temporal, inventory and home. */
   async function ferry(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     const env = {
-      ...process.env,
       TEMPORAL_ADDRESS: f.server.address,
       TEMPORAL_NAMESPACE: 'default',
       FERRY_HOME: f.home,
@@ -51,11 +48,11 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
     };
     const script = "require('./cli/main.ts').main(process.argv)";
     try {
-      const r = await run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeout: 120_000 });
+      const r = await run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeoutMs: 120_000 });
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (err) {
-      const e = err as { code?: number; stdout?: string; stderr?: string };
-      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+      if (!(err instanceof CommandError)) throw err;
+      return { code: err.exitCode ?? 1, stdout: err.stdout, stderr: err.stderr };
     }
   }
 
@@ -70,6 +67,16 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
     expect(await expectConsistent(f, FILE, vm, label)).toBe(f.lab.hosts[0]!.name);
     expect(storageEntries(f.home, H2)).not.toContain(vm.uuid);
     expect(await f.inventory.listArtifacts({ vmUuid: vm.uuid, host: H2 })).toEqual([]);
+  }
+
+  /** Starts a migration at 2 MiB/s and terminates its workflow once libvirt's job is copying (as the Web UI's Terminate would). */
+  async function terminateDuringCopy(vm: LabVm, reason: string): Promise<void> {
+    const handle = await f.ferry.startMigration(await migrationInput(f, vm, { bandwidthMiBps: 2 }));
+    await eventually(async () => {
+      const p = await handle.progress();
+      return p.phase === 'migrating' && p.migration !== null;
+    }, 60_000);
+    await handle.workflow.terminate(reason);
   }
 
   const entryOf = (list: ReconciledVm[], vm: LabVm) => list.find((r) => r.vmUuid === vm.uuid);
@@ -107,12 +114,7 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
 
   it('terminated during the copy (bandwidth 2 MiB/s): `ferry reconcile` aborts the job nobody owns, cleans the target, releases the claim', async () => {
     const vm = vms[1]!;
-    const handle = await f.ferry.startMigration(await migrationInput(f, vm, { bandwidthMiBps: 2 }));
-    await eventually(async () => {
-      const p = await handle.progress();
-      return p.phase === 'migrating' && p.migration !== null;
-    }, 60_000);
-    await handle.workflow.terminate('test: terminated during the copy');
+    await terminateDuringCopy(vm, 'test: terminated during the copy');
     await expectLeftBehind(vm);
 
     const cli = await ferry('reconcile', '--json');
@@ -130,9 +132,7 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
 
   it('the inventory-sync schedule reconciles a terminated migration by itself', async () => {
     const vm = vms[2]!;
-    const handle = await f.ferry.startMigration(await migrationInput(f, vm, { bandwidthMiBps: 2 }));
-    await eventually(async () => (await handle.progress()).phase === 'migrating', 60_000);
-    await handle.workflow.terminate('test: terminated, for the schedule');
+    await terminateDuringCopy(vm, 'test: terminated, for the schedule');
     await expectLeftBehind(vm);
     const id = await createSyncSchedule(f.client, f.taskQueue, '1h', 'ferry-inventory-sync-rec');
     try {
@@ -147,9 +147,7 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
 
   it('`ferry lab down` refuses while a terminated migration holds a claim (nothing stopped); `--force` stops the lab', async () => {
     const vm = vms[3]!;
-    const handle = await f.ferry.startMigration(await migrationInput(f, vm, { bandwidthMiBps: 2 }));
-    await eventually(async () => (await handle.progress()).phase === 'migrating', 60_000);
-    await handle.workflow.terminate('test: terminated, then the lab is taken down');
+    await terminateDuringCopy(vm, 'test: terminated, then the lab is taken down');
     const refused = await ferry('lab', 'down');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('migrations in flight');

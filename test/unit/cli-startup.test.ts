@@ -4,19 +4,17 @@
  * lab, the worker, virsh's parsers or node-postgres. Run in child processes (the CLI's lazy `require`s load
  * the TypeScript sources through test/support/register-ts.cjs there). The wall time is bench/'s `startup` suite.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { run } from '../../hypervisor/exec';
 
 const REPO = path.join(__dirname, '..', '..');
 const REGISTER_TS = path.join(REPO, 'test', 'support', 'register-ts.cjs');
-const run = promisify(execFile);
 
-async function node(script: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string; stderr: string }> {
-  return run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeout: 60_000 });
+async function node(script: string, args: string[] = [], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string }> {
+  return run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeoutMs: 60_000 });
 }
 
 describe('ferry start-up: load only what a command uses', () => {
@@ -45,7 +43,7 @@ describe('ferry start-up: load only what a command uses', () => {
       const script = `
         process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify(Object.keys(require.cache))));
         require('./cli/main.ts').main(process.argv);`;
-      const { stderr } = await node(script, args, { ...process.env, FERRY_HOME: home, FERRY_INVENTORY: path.join(home, 'inventory.db') });
+      const { stderr } = await node(script, args, { FERRY_HOME: home, FERRY_INVENTORY: path.join(home, 'inventory.db') });
       const loaded = JSON.parse(stderr.slice(stderr.indexOf('LOADED ') + 7)) as string[];
       expect(loaded.some((f) => f.includes(`${path.sep}cli${path.sep}inventory-commands.ts`))).toBe(true);
       for (const heavy of ['@temporalio', `${path.sep}lab${path.sep}`, `${path.sep}worker${path.sep}`, `${path.sep}hypervisor${path.sep}virsh`, `${path.sep}node_modules${path.sep}pg${path.sep}`, 'fast-xml-parser']) {

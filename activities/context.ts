@@ -12,6 +12,8 @@ export interface ActivityDeps {
   hypervisor: Hypervisor;
   /** Delivers live progress to the running workflow (the worker wires a Temporal client in). */
   signalProgress?: (workflowId: string, progress: ProgressSignal) => Promise<void>;
+  /** Temporal's status of a workflow ID (`RUNNING`, `TERMINATED`, … `NOT_FOUND`): reconciliation asks it. */
+  workflowStatus?: (workflowId: string) => Promise<string>;
   /** How often the migrate activity samples libvirt's job statistics. Default 1 s. */
   jobPollIntervalMs?: number;
   /** How often it forwards them to the workflow (each one is a history event). Default 2 s. */
@@ -23,6 +25,7 @@ export interface ActivityRuntime {
   hv: Hypervisor;
   jobPollMs: number;
   signalEveryMs: number;
+  workflowStatus: ((workflowId: string) => Promise<string>) | undefined;
   /** Sends live progress to the calling workflow; best effort (a lost sample never fails a step). */
   report(progress: ProgressSignal): Promise<void>;
   /** The current attempt of a create task; a retry is reported to the workflow as it begins. */
@@ -45,6 +48,7 @@ export function activityRuntime(deps: ActivityDeps): ActivityRuntime {
     hv: deps.hypervisor,
     jobPollMs: deps.jobPollIntervalMs ?? 1000,
     signalEveryMs: deps.progressSignalIntervalMs ?? 2000,
+    workflowStatus: deps.workflowStatus,
     report,
     async noteAttempt(task: string): Promise<number> {
       const attempt = Context.current().info.attempt;

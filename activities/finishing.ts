@@ -6,7 +6,8 @@ import { Context } from '@temporalio/activity';
 import type { HostRef } from '../common/migration';
 import type { DiskRecord, HistoryRecord, HostRecord, VmState } from '../common/types';
 import { basenameOf, vmPoolName } from '../common/names';
-import type { PoolInfo } from '../hypervisor/port';
+import type { Hypervisor, PoolInfo } from '../hypervisor/port';
+import type { Inventory } from '../inventory/store';
 import type { ActivityRuntime } from './context';
 import { guarded } from './failures';
 import { domainUsing } from './locate';
@@ -48,46 +49,7 @@ export function finishingActivities({ inventory, hv }: ActivityRuntime) {
      * now empty. The `default` pool, other pools and directories with other files stay.
      */
     async cleanSource(input: CleanSourceInput): Promise<CleanSourceResult> {
-      return guarded(async () => {
-        const { source, vmUuid } = input;
-        const removed: string[] = [];
-        const warnings: string[] = [];
-        const domains = await hv.listDomains(source.uri);
-        const dom = domains.find((d) => d.uuid === vmUuid);
-        if (dom !== undefined) {
-          warnings.push(`${source.name} still has domain ${vmUuid} (${dom.state}); its storage was left in place`);
-          return { removed, warnings };
-        }
-        const host = await inventory.getHost(source.name);
-        const copied = input.copied === undefined ? input.disks : input.disks.filter((d) => input.copied?.includes(d.path));
-        const pools = new Set<string>();
-        for (const disk of copied) {
-          const user = domainUsing(domains, disk.path);
-          if (user !== undefined) {
-            warnings.push(`${disk.path} on ${source.name} is used by domain ${user.name}; kept`);
-            continue;
-          }
-          const pool = await hv.poolOfVolume(source.uri, disk.path);
-          if (pool === null) continue; // already deleted by an earlier attempt, or not in any libvirt pool
-          pools.add(pool);
-          if (await hv.deleteVolume(source.uri, pool, disk.name)) removed.push(disk.path);
-          for (const r of await inventory.listArtifacts({ host: source.name, kind: 'volume', path: disk.path })) await inventory.markArtifact(r, 'removed');
-        }
-        const all = await hv.listPools(source.uri);
-        for (const name of pools) {
-          const info = all.find((p) => p.name === name);
-          if (!info || !heldOnlyThisVm(info, vmUuid, host)) continue; // a shared or flat pool (e.g. default): keep it
-          const left = await hv.listVolumes(source.uri, name);
-          if (left.length > 0) {
-            warnings.push(`${info.path} on ${source.name} still holds ${left.map((v) => v.name).join(', ')}; kept`);
-            continue;
-          }
-          await hv.removeStorageDirectory(source.uri, name);
-          removed.push(info.path);
-          for (const r of await inventory.listArtifacts({ host: source.name, path: info.path })) await inventory.markArtifact(r, 'removed');
-        }
-        return { removed, warnings };
-      });
+      return guarded(() => cleanSourceStorage(inventory, hv, input));
     },
 
     /** Re-measures free storage etc. of hosts whose usage just changed. Best effort. */
@@ -117,6 +79,48 @@ export function finishingActivities({ inventory, hv }: ActivityRuntime) {
       });
     },
   };
+}
+
+/** cleanSource's work, also run by `ferry reconcile` for a migration that moved the VM but closed before cleaning. */
+export async function cleanSourceStorage(inventory: Inventory, hv: Hypervisor, input: CleanSourceInput): Promise<CleanSourceResult> {
+  const { source, vmUuid } = input;
+  const removed: string[] = [];
+  const warnings: string[] = [];
+  const domains = await hv.listDomains(source.uri);
+  const dom = domains.find((d) => d.uuid === vmUuid);
+  if (dom !== undefined) {
+    warnings.push(`${source.name} still has domain ${vmUuid} (${dom.state}); its storage was left in place`);
+    return { removed, warnings };
+  }
+  const host = await inventory.getHost(source.name);
+  const copied = input.copied === undefined ? input.disks : input.disks.filter((d) => input.copied?.includes(d.path));
+  const pools = new Set<string>();
+  for (const disk of copied) {
+    const user = domainUsing(domains, disk.path);
+    if (user !== undefined) {
+      warnings.push(`${disk.path} on ${source.name} is used by domain ${user.name}; kept`);
+      continue;
+    }
+    const pool = await hv.poolOfVolume(source.uri, disk.path);
+    if (pool === null) continue; // already deleted by an earlier attempt, or not in any libvirt pool
+    pools.add(pool);
+    if (await hv.deleteVolume(source.uri, pool, disk.name)) removed.push(disk.path);
+    for (const r of await inventory.listArtifacts({ host: source.name, kind: 'volume', path: disk.path })) await inventory.markArtifact(r, 'removed');
+  }
+  const all = await hv.listPools(source.uri);
+  for (const name of pools) {
+    const info = all.find((p) => p.name === name);
+    if (!info || !heldOnlyThisVm(info, vmUuid, host)) continue; // a shared or flat pool (e.g. default): keep it
+    const left = await hv.listVolumes(source.uri, name);
+    if (left.length > 0) {
+      warnings.push(`${info.path} on ${source.name} still holds ${left.map((v) => v.name).join(', ')}; kept`);
+      continue;
+    }
+    await hv.removeStorageDirectory(source.uri, name);
+    removed.push(info.path);
+    for (const r of await inventory.listArtifacts({ host: source.name, path: info.path })) await inventory.markArtifact(r, 'removed');
+  }
+  return { removed, warnings };
 }
 
 /**

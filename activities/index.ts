@@ -11,6 +11,7 @@
  *   finishing.ts   success bookkeeping, source cleanup, capacity, history and metrics (6)
  *   dry-run.ts     what `migrate --dry-run` adds: placement without a claim, the copy estimate
  *   checks.ts      the pre-conditions, as named checks; locate.ts: libvirt's account of a VM
+ *   reconcile.ts   what a workflow closed from outside (terminated) left behind: claim, VM state, target storage
  */
 import { activityRuntime, type ActivityDeps } from './context';
 import { finishingActivities } from './finishing';
@@ -21,6 +22,7 @@ import { preflightActivities } from './preflight';
 import { dryRunActivities } from './dry-run';
 import { storageActivities } from './storage';
 import { planningActivities } from './storage-plan';
+import { reconcileActivities } from './reconcile';
 
 export type { ActivityDeps } from './context';
 export type { ClaimTargetInput, ClaimTargetResult } from './inventory';
@@ -31,6 +33,7 @@ export type { ColdMigrateInput } from './cold-migration';
 export type { CheckTargetInput } from './preflight';
 export type { LocateInput } from './migration';
 export type { CleanSourceInput, CleanSourceResult } from './finishing';
+export { reconcileMigrations } from './reconcile';
 export { checkDiskPaths, compareDisks } from './checks';
 export { hostRef, migrationStats } from './locate';
 
@@ -45,6 +48,7 @@ export function createActivities(deps: ActivityDeps) {
     ...coldMigrationActivities(rt),
     ...finishingActivities(rt),
     ...dryRunActivities(rt),
+    ...reconcileActivities(rt),
   };
 }
 

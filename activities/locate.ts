@@ -2,12 +2,14 @@
  * Asking libvirt where a VM really runs, and what its domains' states mean for a migration. Every decision
  * after a failure (finish, compensate, refuse a deletion) starts from here, never from what a client said.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/common';
 import type { DiskRecord, HostRecord } from '../common/types';
 import type { CompletedMigrationStats, HostRef, LocateResult, MigrationStats } from '../common/migration';
 import { FailureType } from '../common/failures';
 import { isJobActive, type DomainInfo, type Hypervisor, type JobInfo } from '../hypervisor/port';
 import { samePath } from '../hypervisor/virsh';
+import { LibvirtError } from '../hypervisor/errors';
 import { nonRetryable } from './failures';
 
 export function hostRef(h: HostRecord): HostRef {
@@ -61,6 +63,30 @@ export async function locate(hv: Hypervisor, source: HostRef, target: HostRef, u
  */
 function hasLanded(tgt: DomainInfo | null): tgt is DomainInfo {
   return tgt !== null && (tgt.state === 'running' || (tgt.state === 'paused' && tgt.persistent && !/migrat/.test(tgt.stateReason ?? '')));
+}
+
+/** libvirt's job takes a moment to end after an abort. */
+const JOB_SETTLE_MS = 500;
+
+/**
+ * Aborts libvirt's migration job of the VM on the source (if any), waits until it has ended, then says where
+ * the VM is. A job in post-copy is never aborted (each host holds part of the guest's memory): it is waited
+ * for; one whose post-copy failed is left, and locate() reports the split. `tick` runs each turn (heartbeats).
+ */
+export async function abortAndLocate(hv: Hypervisor, source: HostRef, target: HostRef, uuid: string, tick: () => void = () => undefined): Promise<LocateResult> {
+  for (;;) {
+    tick();
+    const job = await hv.jobInfo(source.uri, uuid).catch((err: unknown) => {
+      if (err instanceof LibvirtError && err.kind === 'not-found') return null;
+      throw err;
+    });
+    if (job === null || !isJobActive(job)) break;
+    const dom = await hv.getDomain(source.uri, uuid);
+    if (isPostCopyFailed(dom)) break;
+    if (!isPostCopy(dom)) await hv.abortJob(source.uri, uuid);
+    await delay(JOB_SETTLE_MS);
+  }
+  return locate(hv, source, target, uuid);
 }
 
 /** A target-side deletion must never touch storage of a VM that runs there. */

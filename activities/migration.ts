@@ -7,11 +7,10 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { CompletedMigrationStats, HostRef, LocateResult } from '../common/migration';
 import { FailureType } from '../common/failures';
-import { LibvirtError } from '../hypervisor/errors';
 import { isJobActive } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { guarded, nonRetryable } from './failures';
-import { isPostCopy, isPostCopyFailed, locate } from './locate';
+import { abortAndLocate, isPostCopy, isPostCopyFailed, locate } from './locate';
 import { MigrationRun, type MigrateVmInput, type MigrationVerdict } from './migration-run';
 
 export interface LocateInput {
@@ -57,23 +56,7 @@ export function migrationActivities(rt: ActivityRuntime) {
     /** Timeout / cancel: abort libvirt's job (if any), wait until it has ended, then say where the VM is. */
     async abortMigration(input: LocateInput): Promise<LocateResult> {
       const ctx = Context.current();
-      return guarded(async () => {
-        for (;;) {
-          ctx.heartbeat();
-          const job = await hv.jobInfo(input.source.uri, input.vmUuid).catch((err: unknown) => {
-            if (err instanceof LibvirtError && err.kind === 'not-found') return null;
-            throw err;
-          });
-          if (job === null || !isJobActive(job)) break;
-          // A migration in post-copy cannot be undone (each host holds part of the guest's memory): let it
-          // finish; if it has failed, stop here — locate() reports the split and nothing gets deleted.
-          const dom = await hv.getDomain(input.source.uri, input.vmUuid);
-          if (isPostCopyFailed(dom)) break;
-          if (!isPostCopy(dom)) await hv.abortJob(input.source.uri, input.vmUuid);
-          await delay(JOB_SETTLE_MS);
-        }
-        return locate(hv, input.source, input.target, input.vmUuid);
-      });
+      return guarded(() => abortAndLocate(hv, input.source, input.target, input.vmUuid, () => ctx.heartbeat()));
     },
 
     /** The tune update: raise the max downtime, change the bandwidth, switch to post-copy — on the running job. */

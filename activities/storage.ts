@@ -9,7 +9,7 @@
  */
 import { Context } from '@temporalio/activity';
 import type { CreateTaskResult, HostRef, PlannedDirectory, PlannedDisk, RunRef, VmFacts } from '../common/migration';
-import { dirnameOf } from '../common/names';
+import { basenameOf, dirnameOf } from '../common/names';
 import type { DiskRecord, StorageArtifactRecord } from '../common/types';
 import { FailureType } from '../common/failures';
 import { LibvirtError } from '../hypervisor/errors';
@@ -59,6 +59,7 @@ export function currentRun(): RunRef {
 }
 
 export function storageActivities({ inventory, hv, noteAttempt }: ActivityRuntime) {
+  const undoScope = (): UndoScope => ({ inventory, hv, run: currentRun() });
   const record = (target: HostRef, kind: StorageArtifactRecord['kind'], path: string, pool: string, vmUuid: string) => ({
     host: target.name,
     kind,
@@ -176,26 +177,13 @@ export function storageActivities({ inventory, hv, noteAttempt }: ActivityRuntim
 
     async deleteDisk(input: TargetStorageInput & { name: string; path?: string }): Promise<void> {
       return guarded(async () => {
-        const { target, pool, name } = input;
-        await assertNotRunningOn(hv, target, input.vmUuid, `delete volume ${name}`);
-        const path = input.path ?? (await volumePath(hv, target, pool, name));
-        if (path === null) return;
-        const mine = await ownRecords(inventory, target, 'volume', path);
-        if (mine.length === 0) return; // not created by this run: not ours to delete
-        const used = await usedByDomain(hv, target, path);
-        if (used !== null) throw nonRetryable(FailureType.UnsafeCleanup, `refusing to delete ${path} on ${target.name}: domain ${used} uses it`);
-        await hv.deleteVolume(target.uri, pool, name);
-        for (const r of mine) await inventory.markArtifact(r, 'removed');
+        await deleteRunVolume(undoScope(), input.target, input.vmUuid, input.pool, input.name, input.path);
       });
     },
 
     async stopStoragePool(input: TargetStorageInput & { path?: string }): Promise<void> {
       return guarded(async () => {
-        await assertNotRunningOn(hv, input.target, input.vmUuid, `stop pool ${input.pool}`);
-        const pool = (await hv.listPools(input.target.uri)).find((p) => p.name === input.pool);
-        if (!pool || (input.path !== undefined && !samePath(pool.path, input.path))) return;
-        if ((await ownRecords(inventory, input.target, 'pool', pool.path)).length === 0) return; // an existing pool: left as it was
-        await hv.stopPool(input.target.uri, input.pool);
+        await stopRunPool(undoScope(), input.target, input.vmUuid, input.pool, input.path);
       });
     },
 
@@ -205,24 +193,77 @@ export function storageActivities({ inventory, hv, noteAttempt }: ActivityRuntim
      */
     async removeStorageDirectory(input: TargetStorageInput & { path?: string }): Promise<void> {
       return guarded(async () => {
-        const { target } = input;
-        await assertNotRunningOn(hv, target, input.vmUuid, `remove the storage directory of pool ${input.pool}`);
-        const pool = (await hv.listPools(target.uri)).find((p) => p.name === input.pool);
-        if (!pool || (input.path !== undefined && !samePath(pool.path, input.path))) return;
-        const pools = await ownRecords(inventory, target, 'pool', pool.path);
-        if (pools.length === 0) return;
-        const dirs = await ownRecords(inventory, target, 'directory', pool.path);
-        if (dirs.length > 0) await hv.removeStorageDirectory(target.uri, input.pool);
-        else await hv.forgetPool(target.uri, input.pool); // the directory was there before: it stays
-        for (const r of [...dirs, ...pools]) await inventory.markArtifact(r, 'removed');
+        await removeRunDirectory(undoScope(), input.target, input.vmUuid, input.pool, input.path);
       });
     },
   };
 }
 
-/** This run's records of one thing on the target. */
-async function ownRecords(inventory: Inventory, target: HostRef, kind: StorageArtifactRecord['kind'], path: string): Promise<StorageArtifactRecord[]> {
-  return inventory.listArtifacts({ host: target.name, kind, path, ...currentRun() });
+/**
+ * Undoing what ONE run created on a target: the workflow's own compensation (the calling run) and
+ * `ferry reconcile` (the run of a workflow that closed without compensating) share these rules.
+ */
+export interface UndoScope {
+  inventory: Inventory;
+  hv: Hypervisor;
+  /** The run whose provenance records prove what it created. */
+  run: RunRef;
+}
+
+/** Deletes the volume if this run's records prove it created it and no domain on the target uses it. True if deleted. */
+export async function deleteRunVolume(s: UndoScope, target: HostRef, vmUuid: string, pool: string, name: string, knownPath?: string): Promise<boolean> {
+  const { inventory, hv } = s;
+  await assertNotRunningOn(hv, target, vmUuid, `delete volume ${name}`);
+  const path = knownPath ?? (await volumePath(hv, target, pool, name));
+  if (path === null) return false;
+  const mine = await runRecords(s, target, 'volume', path);
+  if (mine.length === 0) return false; // not created by this run: not ours to delete
+  const used = await usedByDomain(hv, target, path);
+  if (used !== null) throw nonRetryable(FailureType.UnsafeCleanup, `refusing to delete ${path} on ${target.name}: domain ${used} uses it`);
+  await hv.deleteVolume(target.uri, pool, name);
+  for (const r of mine) await inventory.markArtifact(r, 'removed');
+  return true;
+}
+
+/** Stops the pool if this run defined it (an existing pool is left as it was). True if stopped. */
+export async function stopRunPool(s: UndoScope, target: HostRef, vmUuid: string, name: string, path?: string): Promise<boolean> {
+  await assertNotRunningOn(s.hv, target, vmUuid, `stop pool ${name}`);
+  const pool = (await s.hv.listPools(target.uri)).find((p) => p.name === name);
+  if (!pool || (path !== undefined && !samePath(pool.path, path))) return false;
+  if ((await runRecords(s, target, 'pool', pool.path)).length === 0) return false; // an existing pool: left as it was
+  await s.hv.stopPool(target.uri, name);
+  return true;
+}
+
+/** The pool if this run defined it, and its directory if this run built it and it is empty. True if removed. */
+export async function removeRunDirectory(s: UndoScope, target: HostRef, vmUuid: string, name: string, path?: string): Promise<boolean> {
+  const { inventory, hv } = s;
+  await assertNotRunningOn(hv, target, vmUuid, `remove the storage directory of pool ${name}`);
+  const pool = (await hv.listPools(target.uri)).find((p) => p.name === name);
+  if (!pool || (path !== undefined && !samePath(pool.path, path))) return false;
+  const pools = await runRecords(s, target, 'pool', pool.path);
+  if (pools.length === 0) return false;
+  const dirs = await runRecords(s, target, 'directory', pool.path);
+  if (dirs.length > 0) await hv.removeStorageDirectory(target.uri, name);
+  else await hv.forgetPool(target.uri, name); // the directory was there before: it stays
+  for (const r of [...dirs, ...pools]) await inventory.markArtifact(r, 'removed');
+  return true;
+}
+
+/**
+ * Undoes one provenance record of `s.run` on `target` with the rules above: a volume is deleted, a pool stopped
+ * and then removed with its directory (when this run built it). Records come newest first from listArtifacts,
+ * so volumes go before their pool and directory. True if something was removed.
+ */
+export async function undoRecord(s: UndoScope, target: HostRef, r: StorageArtifactRecord): Promise<boolean> {
+  if (r.kind === 'volume') return deleteRunVolume(s, target, r.vmUuid, r.pool, basenameOf(r.path), r.path);
+  const stopped = r.kind === 'pool' ? await stopRunPool(s, target, r.vmUuid, r.pool, r.path) : false;
+  return (await removeRunDirectory(s, target, r.vmUuid, r.pool, r.path)) || stopped;
+}
+
+/** The run's records of one thing on the target. */
+async function runRecords(s: UndoScope, target: HostRef, kind: StorageArtifactRecord['kind'], path: string): Promise<StorageArtifactRecord[]> {
+  return s.inventory.listArtifacts({ host: target.name, kind, path, ...s.run });
 }
 
 /** The name of a domain on the host that references the file (a disk, a cdrom, a backing file), or null. */

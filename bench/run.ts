@@ -1,7 +1,8 @@
 /**
  * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
  *
- *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared
+ *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared,
+ *                      startup, e2e (the last two spawn the compiled CLI: `npm run build` first)
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
  *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
  *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
@@ -13,6 +14,8 @@
  *   --workflows N      workflows per throughput configuration (default 150); --configs a,b (see throughput.ts)
  *   --shared-rounds N  migrations per disk layout in `shared` (default 4): a VM with its disk on a directory two hosts
  *                      share vs one with its disk in the `default` pool (copied), alternating ABBA
+ *   --startup-runs N   processes per command in `startup` (default 20)
+ *   --e2e-rounds N     rounds in `e2e` (default 4): `ferry migrate` (CLI process) vs the same work by hand with virsh
  *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
  *
  * Sections of suites that did not run are kept from the previous report (each says when it was measured).
@@ -26,8 +29,9 @@ import { placementBench, placementMarkdown, PLACEMENT_BASELINE_REV } from './pla
 import { throughputBench, throughputMarkdown } from './throughput';
 import { downtimeMarkdown, evacuationMarkdown, labBench, overheadMarkdown, singleMedians } from './lab';
 import { sharedStorageBench, sharedStorageMarkdown, SHARED_STORAGE_DEFAULTS } from './shared-storage';
+import { e2eBench, e2eMarkdown, startupBench, startupMarkdown } from './cli';
 
-const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared'] as const;
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e'] as const;
 type Suite = (typeof SUITES)[number];
 
 const TITLES: Record<Suite, string> = {
@@ -37,6 +41,8 @@ const TITLES: Record<Suite, string> = {
   placement: '4. Placement at fleet scale',
   throughput: '5. Workflow throughput (benchmark hypervisor)',
   shared: '6. Shared storage vs a copied disk (real lab, plain-virsh VMs)',
+  startup: '7. CLI start-up: `ferry hosts list`, `ferry vms list --json`',
+  e2e: '8. End to end as a user: `ferry migrate` (CLI process) vs the same work by hand with virsh',
 };
 
 function arg(name: string): string | undefined {
@@ -142,6 +148,18 @@ async function main(): Promise<void> {
     const r = await sharedStorageBench({ ...SHARED_STORAGE_DEFAULTS, rounds: numArg('shared-rounds', SHARED_STORAGE_DEFAULTS.rounds) });
     raw.shared = r;
     section('shared', sharedStorageMarkdown(r));
+  }
+
+  if (selected.has('startup')) {
+    const r = await startupBench({ runs: numArg('startup-runs', 20) });
+    raw.startup = r;
+    section('startup', startupMarkdown(r));
+  }
+
+  if (selected.has('e2e')) {
+    const r = await e2eBench({ rounds: numArg('e2e-rounds', 4) });
+    raw.e2e = r;
+    section('e2e', e2eMarkdown(r));
   }
 
   const old = previousSections(out);

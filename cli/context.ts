@@ -1,25 +1,33 @@
-/** Things every command needs, opened lazily and closed once. */
-import { FerryClient } from '../client';
+/**
+ * Things every command needs, opened lazily and closed once — and loaded lazily: a command that reads the
+ * inventory never loads the Temporal SDK or virsh's parsers (start-up time, see cli/main.ts).
+ */
+import type { FerryClient } from '../client';
 import { ferryHome, inventoryLocation } from '../client/config';
-import { VirshHypervisor } from '../hypervisor/virsh';
-import { openInventory, type Inventory } from '../inventory';
+import type { Hypervisor } from '../hypervisor/port';
+import type { Inventory } from '../inventory';
 import type { VmRecord } from '../common/types';
 import { CliExit, EXIT } from './output';
 
 export class CliContext {
   private inv: Inventory | null = null;
   private ferry: FerryClient | null = null;
-  readonly hypervisor = new VirshHypervisor();
+  private hv: Hypervisor | null = null;
   readonly home = ferryHome();
 
   async inventory(): Promise<Inventory> {
-    this.inv ??= await openInventory(inventoryLocation());
+    this.inv ??= await (require('../inventory') as typeof import('../inventory')).openInventory(inventoryLocation());
     return this.inv;
   }
 
   async client(): Promise<FerryClient> {
-    this.ferry ??= await FerryClient.connect();
+    this.ferry ??= await (require('../client') as typeof import('../client')).FerryClient.connect();
     return this.ferry;
+  }
+
+  async hypervisor(): Promise<Hypervisor> {
+    this.hv ??= new (require('../hypervisor/virsh') as typeof import('../hypervisor/virsh')).VirshHypervisor();
+    return this.hv;
   }
 
   async close(): Promise<void> {

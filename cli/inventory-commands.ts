@@ -9,6 +9,7 @@ import { syncInventory } from '../inventory';
 import type { CliContext } from './context';
 import { CliExit, EXIT, gib, printJson, printTable } from './output';
 import { diskLayout } from '../common/storage';
+import type { ReconciledVm } from '../common/reconcile';
 
 export const ROOT_POOL = 'ferry-root';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/libvirt/images/ferry';
@@ -40,8 +41,9 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       if (problem !== null) throw new CliExit(EXIT.badInput, `--uri ${redactUri(uri)} refused: ${problem}`);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });
       if (o.prepare) {
-        await ctx.hypervisor.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
-        const [r] = await syncInventory(inv, ctx.hypervisor, { hosts: [name] });
+        const hv = await ctx.hypervisor();
+        await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
+        const [r] = await syncInventory(inv, hv, { hosts: [name] });
         if (r?.error) process.stderr.write(`warning: ${name} added but not synced: ${r.error}\n`);
       }
       const host = await inv.getHost(name);
@@ -115,7 +117,7 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
     .option('--json', 'print JSON')
     .action(async (o: { host?: string[]; json?: boolean }) => {
       const inv = await ctx.inventory();
-      const results = await syncInventory(inv, ctx.hypervisor, o.host ? { hosts: o.host } : {});
+      const results = await syncInventory(inv, await ctx.hypervisor(), o.host ? { hosts: o.host } : {});
       if (o.json) printJson(results);
       else {
         printTable(results, [
@@ -128,6 +130,21 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
         ]);
       }
       if (results.some((r) => r.error)) throw new CliExit(EXIT.failure, 'some hosts could not be read');
+    });
+
+  program
+    .command('reconcile')
+    .description('fix what migrations closed from outside (terminated) left: VM record, target claim, storage they created on the target')
+    .option('--host <host...>', 'only migrations from or to these hosts')
+    .option('--dry-run', 'report what would be done; change nothing')
+    .option('--json', 'print JSON')
+    .action(async (o: { host?: string[]; dryRun?: boolean; json?: boolean }) => {
+      const ferry = await ctx.client();
+      const reconciled = await ferry.reconcile({ ...(o.host ? { hosts: o.host } : {}), ...(o.dryRun ? { dryRun: true } : {}) });
+      if (o.json) printJson({ dryRun: o.dryRun === true, reconciled });
+      else printReconciled(reconciled, o.dryRun === true);
+      const failed = reconciled.flatMap((r) => r.actions.filter((a) => a.error !== undefined));
+      if (failed.length > 0) throw new CliExit(EXIT.failure, `${failed.length} action(s) failed; see ERROR above and run \`ferry reconcile\` again once the cause is fixed`);
     });
 
   program
@@ -155,4 +172,21 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
         { header: 'REASON', value: (r) => r.reason ?? '' },
       ]);
     });
+}
+
+function printReconciled(reconciled: readonly ReconciledVm[], dryRun: boolean): void {
+  if (reconciled.length === 0) {
+    process.stdout.write('nothing to reconcile: every claim and migrating VM belongs to a running workflow\n');
+    return;
+  }
+  const rows = reconciled.flatMap((r) => r.actions.map((a) => ({ r, a })));
+  printTable(rows, [
+    { header: 'VM', value: ({ r }) => r.vm },
+    { header: 'WORKFLOW', value: ({ r }) => `${r.workflowId} (${r.workflow})` },
+    { header: 'RUNS ON', value: ({ r }) => (r.location === 'source' ? r.source : r.location === 'target' ? r.target : r.location) },
+    { header: 'ACTION', value: ({ a }) => a.action },
+    { header: dryRun ? 'WOULD' : 'DONE', value: ({ a }) => (dryRun ? 'yes' : a.done ? 'yes' : 'no') },
+    { header: 'DETAIL', value: ({ a }) => a.detail },
+    { header: 'ERROR', value: ({ a }) => a.error ?? '' },
+  ]);
 }

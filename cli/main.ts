@@ -3,14 +3,8 @@
  * aborted / timed out / cancelled and compensated, 1 anything else (e.g. Temporal unreachable).
  */
 import { Command, CommanderError } from 'commander';
-import { checkLabPrefix, checkLabSize, labDown, LabError, labStatus, labUp, type LabStatus } from '../lab';
-import { registerLab } from '../lab/register';
-import { runWorker } from '../worker';
+import type { LabStatus } from '../lab';
 import { CliContext } from './context';
-import { devDown, devStatus, devUp } from './dev';
-import { registerFleetCommands } from './fleet-commands';
-import { registerInventoryCommands } from './inventory-commands';
-import { registerMigrateCommands, runMigrate } from './migrate-commands';
 import { CliExit, EXIT, printJson, printTable } from './output';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -21,37 +15,70 @@ function wholeNumber(name: string, text: string): number {
   return n;
 }
 
-export function buildProgram(ctx: CliContext): Command {
+type Register = (program: Command, ctx: CliContext) => void;
+
+// Loaded when a command runs, not at start-up (plain CommonJS require: the CLI is compiled to CommonJS).
+const devModule = (): typeof import('./dev') => require('./dev');
+const labModule = (): typeof import('../lab') => require('../lab');
+
+/**
+ * The top-level commands each module registers, in help order. A command line loads only the module of its
+ * command (and that module's actions import what they use when they run): `ferry hosts list` never loads the
+ * Temporal SDK, the lab or the worker. Unknown commands and bare `ferry` / `ferry --help` load them all.
+ * test/unit/cli-startup.test.ts checks that each module registers exactly the names listed here.
+ */
+export const COMMAND_MODULES: readonly { commands: readonly string[]; load: () => Promise<Register> }[] = [
+  { commands: ['dev', 'lab'], load: async () => registerLocalCommands },
+  { commands: ['hosts', 'vms', 'inventory', 'reconcile', 'history'], load: async () => (require('./inventory-commands') as typeof import('./inventory-commands')).registerInventoryCommands },
+  { commands: ['migrate', 'status', 'tune', 'cancel'], load: async () => (require('./migrate-commands') as typeof import('./migrate-commands')).registerMigrateCommands },
+  { commands: ['evacuate', 'schedule'], load: async () => (require('./fleet-commands') as typeof import('./fleet-commands')).registerFleetCommands },
+  { commands: ['worker', 'demo'], load: async () => registerProcessCommands },
+];
+
+/** The command a command line runs (its first word that is not an option), if any. */
+export function commandName(argv: readonly string[]): string | undefined {
+  return argv.slice(2).find((a) => !a.startsWith('-'));
+}
+
+/** The program with the commands `argv` needs (all of them without argv). */
+export async function buildProgram(ctx: CliContext, argv?: readonly string[]): Promise<Command> {
   const program = new Command('ferry')
     .description('Durable live migration of KVM virtual machines on Temporal and libvirt')
     .showHelpAfterError()
     .exitOverride();
+  const name = argv === undefined ? undefined : commandName(argv);
+  const needed = COMMAND_MODULES.filter((m) => name !== undefined && m.commands.includes(name));
+  for (const m of needed.length > 0 ? needed : COMMAND_MODULES) (await m.load())(program, ctx);
+  return program;
+}
 
-  const dev = program.command('dev').description('local Temporal dev server + one worker, in the background');
-  dev
+function registerLocalCommands(program: Command, ctx: CliContext): void {
+  const devCmd = program.command('dev').description('local Temporal dev server + one worker, in the background');
+  devCmd
     .command('up')
     .description('start them (idempotent) and print the Web UI URL')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
+      const { devUp } = devModule();
       const s = await devUp(log, ctx.home);
       if (o.json) printJson(s);
       else process.stdout.write(`Temporal ${s.address} (pid ${s.serverPid}), worker pid ${s.workerPid}\nWeb UI: ${s.webUi}\n`);
     });
-  dev
+  devCmd
     .command('down')
     .description('stop them (the database file stays)')
-    .action(async () => devDown(log, ctx.home));
-  dev
+    .action(async () => devModule().devDown(log, ctx.home));
+  devCmd
     .command('status')
     .option('--json', 'print JSON')
-    .action((o: { json?: boolean }) => {
-      const s = devStatus(ctx.home);
+    .action(async (o: { json?: boolean }) => {
+      const s = devModule().devStatus(ctx.home);
       if (o.json) printJson(s);
       else process.stdout.write(`server pid ${s.serverPid ?? '(down)'}, worker pid ${s.workerPid ?? '(down)'}, Web UI ${s.webUi}\n`);
     });
 
-  const lab = program.command('lab').description('a local lab of libvirt hosts in network namespaces (root only)');
-  lab
+  const labCmd = program.command('lab').description('a local lab of libvirt hosts in network namespaces (root only)');
+  labCmd
     .command('up')
     .description('start N hosts with M small TCG VMs on the first one, registered in the inventory')
     .option('--hosts <n>', 'number of hosts', '2')
@@ -62,6 +89,7 @@ export function buildProgram(ctx: CliContext): Command {
     .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; json?: boolean }) => {
       const hosts = wholeNumber('--hosts', o.hosts);
       const vms = wholeNumber('--vms', o.vms);
+      const { checkLabPrefix, checkLabSize, LabError } = labModule();
       try {
         checkLabSize({ hosts, vms });
         checkLabPrefix(o.prefix);
@@ -73,41 +101,52 @@ export function buildProgram(ctx: CliContext): Command {
       if (o.json) printJson(status);
       else printLab(status);
     });
-  lab
+  labCmd
     .command('down')
     .description('stop every lab host and VM and forget them in the inventory')
-    .action(async () => {
+    .option('--force', 'stop it whatever the inventory says (claims of migrations from or to lab hosts are dropped)')
+    .action(async (o: { force?: boolean }) => {
+      const { labDown, labStatus } = labModule();
       const before = await labStatus(ctx.home);
-      await labDown(ctx.home);
       const inv = await ctx.inventory();
-      for (const h of before.hosts) {
-        if ((await inv.getHost(h.name)) !== null) await inv.removeHost(h.name);
+      const names = before.hosts.map((h) => h.name);
+      const busy = (await inv.listClaims()).filter((c) => names.includes(c.host) || names.includes(c.sourceHost));
+      if (busy.length > 0 && !o.force) {
+        throw new CliExit(
+          EXIT.badInput,
+          `lab hosts have migrations in flight (${busy.map((c) => `${c.vmUuid} ${c.sourceHost} → ${c.host}, ${c.workflowId}`).join('; ')}): ` +
+            'wait for them or cancel them, run `ferry reconcile` if their workflows were terminated, or `ferry lab down --force`',
+        );
       }
-      log(`lab down (${before.hosts.length} hosts removed)`);
+      await labDown(ctx.home);
+      for (const name of names) {
+        if ((await inv.getHost(name)) !== null) await inv.removeHost(name, { force: o.force === true });
+      }
+      log(`lab down (${names.length} hosts removed${busy.length > 0 ? `, ${busy.length} claims dropped` : ''})`);
     });
-  lab
+  labCmd
     .command('status')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
-      const status = await labStatus(ctx.home);
+      const status = await labModule().labStatus(ctx.home);
       if (o.json) printJson(status);
       else printLab(status);
     });
+}
 
-  registerInventoryCommands(program, ctx);
-  registerMigrateCommands(program, ctx);
-  registerFleetCommands(program, ctx);
-
+function registerProcessCommands(program: Command, ctx: CliContext): void {
   program
     .command('worker')
     .description('run a worker in the foreground (connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TLS env)')
-    .action(async () => runWorker());
+    .action(async () => (require('../worker') as typeof import('../worker')).runWorker());
 
   program
     .command('demo')
     .description('the quick start: dev server + worker, a 3-host lab, one live migration, the result')
     .option('--json', 'print the migration report as JSON')
     .action(async (o: { json?: boolean }) => {
+      const { devUp } = devModule();
+      const { runMigrate } = require('./migrate-commands') as typeof import('./migrate-commands');
       const dev = await devUp(log, ctx.home);
       const lab = await upLab(ctx, 3, 2);
       printLab(lab);
@@ -119,13 +158,15 @@ export function buildProgram(ctx: CliContext): Command {
       process.stdout.write(`\nWeb UI: ${dev.webUi}/namespaces/default/workflows\n`);
     });
 
-  return program;
 }
+
 
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
 async function upLab(ctx: CliContext, hosts: number, vms: number, naming: { prefix?: string; subnet?: string } = {}): Promise<LabStatus> {
+  const { labUp } = labModule();
+  const { registerLab } = require('../lab/register') as typeof import('../lab/register');
   const status = await labUp({ home: ctx.home, hosts, vms, log, ...naming });
-  const results = await registerLab(await ctx.inventory(), ctx.hypervisor, status);
+  const results = await registerLab(await ctx.inventory(), await ctx.hypervisor(), status);
   for (const r of results) if (r.error) log(`warning: ${r.host} not synced: ${r.error}`);
   return status;
 }
@@ -149,7 +190,7 @@ function printLab(s: LabStatus): void {
 
 export async function main(argv: string[]): Promise<void> {
   const ctx = new CliContext();
-  const program = buildProgram(ctx);
+  const program = await buildProgram(ctx, argv);
   const json = argv.includes('--json');
   try {
     await program.parseAsync(argv);

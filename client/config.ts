@@ -10,7 +10,6 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 
@@ -35,6 +34,8 @@ export interface TemporalTarget {
 
 /** Temporal connection from the standard TEMPORAL_* environment (mTLS and API keys included). */
 export function temporalTarget(): TemporalTarget {
+  // Loaded here, not at start-up: commands that only read the inventory never need it.
+  const { loadClientConnectConfig } = require('@temporalio/envconfig') as typeof import('@temporalio/envconfig');
   const cfg = loadClientConnectConfig();
   const connectionOptions: NativeConnectionOptions = { ...cfg.connectionOptions };
   if (!connectionOptions.address) connectionOptions.address = 'localhost:7233';

@@ -19,6 +19,7 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
 import { randomUUID } from 'node:crypto';
+import type { ReconciledVm, ReconcileOptions } from '../common/reconcile';
 import type { ConvergenceView, MigrationPlan, MigrationProgress, MigrationReport, TuneRequest } from '../common/migration';
 import { BAD_INPUT_FAILURES, FailureType } from '../common/failures';
 import { migrationWorkflowId } from '../common/names';
@@ -27,6 +28,7 @@ import { cancelSignal, progressQuery, tuneUpdate, WORKFLOW_TYPES } from '../work
 import { clientConnectionOptions, describeTarget, taskQueue, temporalTarget, type TemporalTarget } from './config';
 
 export type { LiveMigrationInput, LiveMigrationOptions, ConvergenceInput } from '../common/validation';
+export type { ReconciledVm, ReconcileOptions, ReconcileAction } from '../common/reconcile';
 export type { MigrationProgress, MigrationReport, MigrationPlan, Artifact, Phase, TuneRequest, ConvergenceView, LimitFired } from '../common/migration';
 export { InputError } from '../common/validation';
 export { migrationWorkflowId } from '../common/names';
@@ -136,6 +138,19 @@ export function outcomeOfFailure(err: unknown): MigrationOutcome {
   throw err;
 }
 
+/**
+ * Temporal's status of a workflow ID's latest run: `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`, `TERMINATED`,
+ * `TIMED_OUT`, …, or `NOT_FOUND` when there is none (never started, or past the namespace's retention).
+ */
+export async function workflowStatusOf(client: Client, workflowId: string): Promise<string> {
+  try {
+    return (await client.workflow.getHandle(workflowId).describe()).status.name;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return 'NOT_FOUND';
+    throw err;
+  }
+}
+
 export interface FerryClientOptions {
   /** Defaults to the standard TEMPORAL_* environment (see client/config.ts). */
   target?: TemporalTarget;
@@ -223,6 +238,24 @@ export class FerryClient {
     const handle = this.client.workflow.getHandle(migrationWorkflowId(vmUuid));
     await handle.describe();
     return new MigrationHandle(handle);
+  }
+
+  /**
+   * `ferry reconcile`: the workers reconcile every migration whose workflow closed without finishing or
+   * compensating (terminated from outside): VM record, claim, what it created on the target. Resolves with what
+   * was done per VM (with `dryRun`, what would be done; nothing changes).
+   */
+  async reconcile(opts: ReconcileOptions = {}): Promise<ReconciledVm[]> {
+    return this.client.workflow.execute(WORKFLOW_TYPES.reconcile, {
+      taskQueue: this.taskQueue,
+      workflowId: `ferry-reconcile-${Date.now()}`,
+      args: [opts],
+    });
+  }
+
+  /** Temporal's status of a workflow ID's latest run (`RUNNING`, `TERMINATED`, …, `NOT_FOUND`). */
+  workflowStatus(workflowId: string): Promise<string> {
+    return workflowStatusOf(this.client, workflowId);
   }
 
   async close(): Promise<void> {

@@ -449,11 +449,21 @@ export class SqlInventory implements Inventory {
     return toHost(row);
   }
 
-  async removeHost(name: string): Promise<void> {
+  async removeHost(name: string, opts: { force?: boolean } = {}): Promise<void> {
     await this.db.transaction(async (tx) => {
       const busy = await tx.get<{ n: number }>('SELECT COUNT(*) AS n FROM claims WHERE host = ? OR source_host = ?', [name, name]);
-      if (busy && Number(busy.n) > 0) {
-        throw new InventoryError('invalid', `host ${name} has migrations in flight: wait for them or cancel them first`);
+      if (busy && Number(busy.n) > 0 && opts.force !== true) {
+        throw new InventoryError(
+          'invalid',
+          `host ${name} has migrations in flight: wait for them or cancel them; if their workflows were terminated, run \`ferry reconcile\``,
+        );
+      }
+      if (opts.force === true) {
+        await tx.run(
+          "UPDATE vms SET state = 'unknown', updated_at = ? WHERE host <> ? AND state = 'migrating' AND uuid IN (SELECT vm_uuid FROM claims WHERE host = ? OR source_host = ?)",
+          [this.timestamp(), name, name, name],
+        );
+        await tx.run('DELETE FROM claims WHERE host = ? OR source_host = ?', [name, name]);
       }
       await tx.run('DELETE FROM disks WHERE vm_uuid IN (SELECT uuid FROM vms WHERE host = ?)', [name]);
       await tx.run('DELETE FROM vms WHERE host = ?', [name]);

@@ -27,7 +27,7 @@
  * JavaScript numbers, and a value a number cannot hold exactly is an error, never a silently rounded number.
  * Credentials: the URL's password never appears in an error or a log line (see redactUrl).
  */
-import pg from 'pg';
+import type pg from 'pg';
 import type { Db, Dialect, Queryable, SqlParams } from './db';
 
 export interface PgDbOptions {
@@ -68,6 +68,9 @@ export function parseNumeric(text: string): number {
   return n;
 }
 
+/** node-postgres, loaded on first use: a SQLite inventory (and every CLI start) does not pay for it. */
+const pgModule = (): typeof import('pg') => require('pg');
+
 /** Per-pool type parsers (the global `pg.types` stay untouched for other users of `pg` in the process). */
 const TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: string) => {
@@ -75,7 +78,7 @@ const TYPES: pg.CustomTypesConfig = {
       if (oid === INT8_OID) return parseBigint;
       if (oid === NUMERIC_OID) return parseNumeric;
     }
-    return pg.types.getTypeParser(oid, format as 'text');
+    return pgModule().types.getTypeParser(oid, format as 'text');
   }) as pg.CustomTypesConfig['getTypeParser'],
 };
 
@@ -215,7 +218,7 @@ export class PgDb implements Db {
       throw new Error(`the inventory location ${location} is not a valid URL: write postgres://user:password@host:5432/database`);
     }
     const busyTimeoutMs = Math.max(1, Math.floor(opts.busyTimeoutMs ?? 10_000));
-    const pool = new pg.Pool({
+    const pool = new (pgModule().Pool)({
       connectionString: url,
       max: Math.max(1, Math.floor(opts.maxConnections ?? 4)),
       connectionTimeoutMillis: Math.max(1, Math.floor(opts.connectTimeoutMs ?? 10_000)),

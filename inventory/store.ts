@@ -88,8 +88,11 @@ export interface Inventory {
   getHost(nameOrAddress: string): Promise<HostRecord | null>;
   listHosts(): Promise<HostRecord[]>;
   setHostState(name: string, state: HostState): Promise<HostRecord>;
-  /** Forgets a host and the VMs recorded on it (refused while a migration involves it). Idempotent. */
-  removeHost(name: string): Promise<void>;
+  /**
+   * Forgets a host and the VMs recorded on it (refused while a migration involves it). Idempotent. `force`:
+   * also drops the claims of migrations from or to it; a VM elsewhere that such a migration held becomes `unknown`.
+   */
+  removeHost(name: string, opts?: { force?: boolean }): Promise<void>;
   updateHostCapacity(name: string, capacity: HostCapacityUpdate): Promise<void>;
 
   upsertVm(vm: VmUpsert): Promise<void>;

@@ -14,6 +14,7 @@ import { progressSignal } from '../workflows/definitions';
 import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { describeInventoryLocation, openInventory, type Inventory } from '../inventory';
+import { workflowStatusOf } from '../client';
 import { clientConnectionOptions, describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
 /** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
@@ -48,7 +49,7 @@ export interface FerryWorkerOptions {
   hypervisor: Hypervisor;
   /** Client used by activities to send live progress to their workflow. */
   client?: Client;
-  activityOptions?: Omit<ActivityDeps, 'inventory' | 'hypervisor' | 'signalProgress'>;
+  activityOptions?: Omit<ActivityDeps, 'inventory' | 'hypervisor' | 'signalProgress' | 'workflowStatus'>;
   workerOptions?: Partial<WorkerOptions>;
 }
 
@@ -63,6 +64,7 @@ export async function createFerryWorker(o: FerryWorkerOptions): Promise<Worker> 
           signalProgress: async (workflowId: string, progress: ProgressSignal) => {
             await client.workflow.getHandle(workflowId).signal(progressSignal, progress);
           },
+          workflowStatus: (workflowId: string) => workflowStatusOf(client, workflowId),
         }
       : {}),
   });

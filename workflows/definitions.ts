@@ -14,6 +14,7 @@ export const WORKFLOW_TYPES = {
   evacuateHost: 'evacuateHost',
   evacuateHosts: 'evacuateHosts',
   syncInventory: 'syncInventory',
+  reconcile: 'reconcile',
 } as const;
 
 // ---- liveMigration ------------------------------------------------------------------------------------

@@ -3,4 +3,4 @@
 export { liveMigration } from './live-migration';
 export { planMigration } from './plan-migration';
 export { evacuateHost, evacuateHosts } from './evacuate-host';
-export { syncInventory } from './sync-inventory';
+export { reconcile, syncInventory } from './sync-inventory';

@@ -62,6 +62,15 @@ function importsOf(file: string): Import[] {
       out.push({ file, spec: node.moduleSpecifier.text, typeOnly: node.isTypeOnly });
     }
   }
+  // Lazy loads (`require('../x')` where a command or a driver needs a module only when it runs) are runtime imports too.
+  const visit = (node: ts.Node): void => {
+    if (ts.isCallExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === 'require') {
+      const [arg] = node.arguments;
+      if (arg !== undefined && ts.isStringLiteral(arg)) out.push({ file, spec: arg.text, typeOnly: false });
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(src);
   return out;
 }
 

@@ -11,16 +11,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSyncSchedule } from '../../client/fleet';
-import { CommandError, run } from '../../hypervisor/exec';
 import type { ReconciledVm } from '../../common/reconcile';
 import { LAB_STORAGE_ROOT, type LabVm } from '../../lab';
-import { canRunLab, expectConsistent, migrationInput, startFaultLab, type FaultLab } from '../support/fault-harness';
+import { canRunLab, expectConsistent, migrationInput, runFerryCli, startFaultLab, type FaultLab } from '../support/fault-harness';
 import { storageEntries } from '../support/lab-harness';
 import { eventually } from '../support/temporal';
 
 const FILE = 'reconcile.lab.test.ts';
-const REPO = path.join(__dirname, '..', '..');
-const REGISTER_TS = path.join(REPO, 'test', 'support', 'register-ts.cjs');
 
 describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on the real lab', () => {
   let f: FaultLab;
@@ -37,24 +34,7 @@ describe.skipIf(!canRunLab)('ferry reconcile after a terminated migration, on th
     await f?.stop();
   }, 120_000);
 
-  /** The `ferry` command itself (the TypeScript sources), against this lab's Temporal, inventory and home. */
-  async function ferry(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const env = {
-      TEMPORAL_ADDRESS: f.server.address,
-      TEMPORAL_NAMESPACE: 'default',
-      FERRY_HOME: f.home,
-      FERRY_INVENTORY: path.join(f.home, 'inventory.db'),
-      FERRY_TASK_QUEUE: f.taskQueue,
-    };
-    const script = "require('./cli/main.ts').main(process.argv)";
-    try {
-      const r = await run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeoutMs: 120_000 });
-      return { code: 0, stdout: r.stdout, stderr: r.stderr };
-    } catch (err) {
-      if (!(err instanceof CommandError)) throw err;
-      return { code: err.exitCode ?? 1, stdout: err.stdout, stderr: err.stderr };
-    }
-  }
+  const ferry = (...args: string[]) => runFerryCli(f, ...args);
 
   async function expectLeftBehind(vm: LabVm): Promise<void> {
     expect(await f.inventory.getClaim(vm.uuid)).toMatchObject({ host: H2 });

@@ -19,6 +19,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { FerryClient } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
+import { CommandError, run } from '../../hypervisor/exec';
 import { VirshHypervisor } from '../../hypervisor/virsh';
 import { openInventory, type Inventory } from '../../inventory';
 import { hostPath, labDown, labUp, LAB_STORAGE_ROOT, type LabHost, type LabStatus, type LabVm } from '../../lab';
@@ -390,4 +391,25 @@ export async function inventorySnapshot(inv: Inventory): Promise<unknown> {
     claims,
     history,
   };
+}
+
+const REPO = path.join(__dirname, '..', '..');
+
+/** The `ferry` command itself (the TypeScript sources), against this lab's Temporal, inventory and home. */
+export async function runFerryCli(f: FaultLab, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = {
+    TEMPORAL_ADDRESS: f.server.address,
+    TEMPORAL_NAMESPACE: 'default',
+    FERRY_HOME: f.home,
+    FERRY_INVENTORY: path.join(f.home, 'inventory.db'),
+    FERRY_TASK_QUEUE: f.taskQueue,
+  };
+  const script = "require('./cli/main.ts').main(process.argv)";
+  try {
+    const r = await run(process.execPath, ['-r', REGISTER_TS, '-e', script, 'ferry', ...args], { cwd: REPO, env, timeoutMs: 120_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+    return { code: err.exitCode ?? 1, stdout: err.stdout, stderr: err.stderr };
+  }
 }

@@ -456,6 +456,8 @@ export interface PlainVmSpec {
   guest?: LabGuestSpec;
   /** Default running. */
   state?: 'running' | 'paused' | 'shutoff';
+  /** A custom CPU: qemu64 with these features required (e.g. one TCG cannot provide, for a stopped VM). */
+  cpuFeatures?: string[];
 }
 
 export interface PlainDisk {
@@ -504,6 +506,7 @@ export function plainDomainXml(o: {
   cdrom?: { path: string; bus: 'ide' | 'sata' } | null;
   bridge?: string | null;
   busOf?: Record<string, string>;
+  cpuFeatures?: string[];
 }): string {
   const kib = o.memoryMiB * 1024;
   const disk = (d: PlainDisk) => [
@@ -534,6 +537,9 @@ export function plainDomainXml(o: {
     `    <acpi/>`,
     `    <apic/>`,
     `  </features>`,
+    ...(o.cpuFeatures
+      ? [`  <cpu mode='custom' match='exact' check='full'>`, `    <model fallback='forbid'>qemu64</model>`, ...o.cpuFeatures.map((f) => `    <feature policy='require' name='${escapeXml(f)}'/>`), `  </cpu>`]
+      : []),
     `  <clock offset='utc'/>`,
     `  <on_poweroff>destroy</on_poweroff>`,
     `  <on_reboot>restart</on_reboot>`,
@@ -659,7 +665,7 @@ export async function definePlainVm(l: LabRef, hostOrUri: string, spec: PlainVmS
     cdrom = { path: spec.cdrom.path, bus: spec.cdrom.bus ?? 'ide' };
   }
   if (spec.bridge) await ensureGuestBridge(l, host.name, spec.bridge);
-  const xml = plainDomainXml({ name: spec.name, uuid, memoryMiB, disks, cdrom, bridge: spec.bridge ?? null, busOf });
+  const xml = plainDomainXml({ name: spec.name, uuid, memoryMiB, disks, cdrom, bridge: spec.bridge ?? null, busOf, ...(spec.cpuFeatures ? { cpuFeatures: spec.cpuFeatures } : {}) });
   const file = path.join(scratchDir(l.home), `${spec.name}-${uuid}.xml`);
   fs.writeFileSync(file, xml);
   try {

@@ -211,6 +211,15 @@ export class MemoryHypervisor implements Hypervisor {
     });
   }
 
+  /** Between test cases: no faults, default job and copy speeds, every host's defaults (interfaces, CPU, machines), no VM needs. */
+  reset(): void {
+    this.clearFaults();
+    this.migrationMs = 300;
+    this.copyBytesPerMs = 64 * 1024;
+    this.needs.clear();
+    for (const h of this.hosts.values()) Object.assign(h, { interfaces: new Set(['eth0', 'lo']), cpuRefusal: null, machines: null });
+  }
+
   clearFaults(): void {
     this.faults = [];
   }

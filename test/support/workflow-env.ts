@@ -2,6 +2,7 @@
  * Workflow tests' world: the real Temporal dev server, the real activities over a real SQLite inventory,
  * and the in-memory hypervisor double (memory-hypervisor.ts) with hosts h1..hN (h1 = source).
  */
+import type { LiveMigrationInput } from '../../common/validation';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +33,11 @@ export interface TestVm {
   name: string;
   dir: string;
   pool: string;
+}
+
+/** A migration of `vm` from h1 (10.0.0.1), create tasks retried after 100 ms, with `extra` on top. */
+export function migrationOf(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
+  return { sourceHost: '10.0.0.1', vmName: vm.name, vmUuid: vm.uuid, options: { createRetryInterval: '100ms' }, ...extra };
 }
 
 export interface WorkflowWorld {

@@ -13,7 +13,7 @@ import type { LiveMigrationInput } from '../../common/validation';
 import { WORKFLOW_TYPES } from '../../workflows/definitions';
 import type { Inventory } from '../../inventory';
 import type { MemoryHypervisor } from '../support/memory-hypervisor';
-import { memUri, startWorkflowWorld, type TestVm, type WorkflowWorld } from '../support/workflow-env';
+import { memUri, startWorkflowWorld, type TestVm, type WorkflowWorld, migrationOf } from '../support/workflow-env';
 
 const [H1, H2, H3] = [memUri('h1'), memUri('h2'), memUri('h3')];
 
@@ -22,9 +22,7 @@ let inventory: Inventory;
 let hv: MemoryHypervisor;
 let ferry: FerryClient;
 
-function input(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
-  return { sourceHost: '10.0.0.1', vmName: vm.name, vmUuid: vm.uuid, options: { createRetryInterval: '100ms' }, ...extra };
-}
+const input = migrationOf;
 
 /** A VM on h1 in the given libvirt state, the inventory agreeing. */
 async function vmIn(state: 'running' | 'paused' | 'shutoff'): Promise<TestVm> {
@@ -57,15 +55,7 @@ afterAll(async () => {
   await world?.stop();
 }, 120_000);
 
-beforeEach(() => {
-  hv.clearFaults();
-  hv.migrationMs = 300;
-  hv.copyBytesPerMs = 64 * 1024;
-  for (const u of [H1, H2, H3]) {
-    hv.host(u).interfaces = new Set(['eth0', 'lo']);
-    hv.host(u).cpuRefusal = null;
-  }
-});
+beforeEach(() => hv.reset());
 
 describe('paused and stopped VMs (workflow, hypervisor double)', () => {
   it('a paused VM migrates live and is paused on the target; the inventory says paused', async () => {
@@ -237,7 +227,6 @@ describe('dry run and evacuations (workflow, hypervisor double)', () => {
   });
 
   it('an evacuation moves the running VM live and the stopped one cold, and empties the host; skipStopped leaves the stopped one', async () => {
-    hv.needs.clear();
     const host = 'h3';
     const running = await world.newVm(host);
     const stopped = await world.newVm(host);

@@ -15,7 +15,7 @@ import { workflowsPath } from '../../worker';
 import type { Inventory } from '../../inventory';
 import type { MemoryHypervisor } from '../support/memory-hypervisor';
 import { eventually } from '../support/temporal';
-import { DISK, memUri, startWorkflowWorld, type TestVm, type WorkflowWorld } from '../support/workflow-env';
+import { DISK, memUri, startWorkflowWorld, type TestVm, type WorkflowWorld, migrationOf } from '../support/workflow-env';
 
 const H1 = memUri('h1');
 const H2 = memUri('h2');
@@ -31,9 +31,7 @@ let ferry: FerryClient;
 const finishedWorkflowIds: string[] = [];
 const newVm = () => world.newVm();
 
-function input(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
-  return { sourceHost: '10.0.0.1', vmName: vm.name, vmUuid: vm.uuid, options: { createRetryInterval: '100ms' }, ...extra };
-}
+const input = migrationOf;
 
 function targetIsClean(vm: TestVm): void {
   const h2 = hv.host(H2);

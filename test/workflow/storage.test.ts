@@ -8,7 +8,7 @@ import { MigrationRejectedError, type FerryClient } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
 import type { Inventory } from '../../inventory';
 import type { MemoryHypervisor } from '../support/memory-hypervisor';
-import { memUri, ROOT, startWorkflowWorld, type TestDisk, type TestVm, type WorkflowWorld } from '../support/workflow-env';
+import { memUri, ROOT, startWorkflowWorld, type TestDisk, type TestVm, type WorkflowWorld, migrationOf } from '../support/workflow-env';
 
 const [H1, H2, H3] = [memUri('h1'), memUri('h2'), memUri('h3')];
 const IMAGES = '/var/lib/libvirt/images';
@@ -20,9 +20,7 @@ let inventory: Inventory;
 let hv: MemoryHypervisor;
 let ferry: FerryClient;
 
-function input(vm: TestVm, extra: Partial<LiveMigrationInput> = {}): LiveMigrationInput {
-  return { sourceHost: '10.0.0.1', vmName: vm.name, vmUuid: vm.uuid, options: { createRetryInterval: '100ms' }, ...extra };
-}
+const input = migrationOf;
 
 const files = (uri: string, dir: string) => [...hv.files(hv.host(uri), dir).keys()].filter((f) => !f.startsWith('ferry-probe-')).sort();
 const probesLeft = () => [H1, H2, H3].flatMap((u) => [...hv.host(u).pools.keys()].filter((p) => p.startsWith('ferry-probe-')));
@@ -46,10 +44,7 @@ afterAll(async () => {
   await world?.stop();
 }, 120_000);
 
-beforeEach(() => {
-  hv.clearFaults();
-  hv.migrationMs = 300;
-});
+beforeEach(() => hv.reset());
 
 const sharedDisk = (name: string): TestDisk => ({ name, target: 'vda', dir: SHARED, pool: 'shared' });
 

@@ -63,6 +63,7 @@ import { VirshSessionPool } from './virsh-session';
 import { emptyJobInfo } from './port';
 import type {
   CopyVolumeOptions,
+  DiskCopyJob,
   DomainDisk,
   DomainInfo,
   DomainNeeds,
@@ -80,6 +81,7 @@ import {
   TextShapeError,
   isUuid,
   parseBlkInfoCapacity,
+  parseBlockJobRaw,
   parseDomStatsBlock,
   parseDomState,
   parseFreecellTotal,
@@ -89,11 +91,12 @@ import {
   parseJobInfoRaw,
   parseNameList,
   parseNodeInfo,
+  parseQmpReply,
   parsePoolInfo,
   parseUuidList,
   parseVolListPaths,
 } from './text';
-import { XmlShapeError, parseDomainNeeds, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
+import { XmlShapeError, parseDiskAliases, parseDomainNeeds, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
 import { streamVolume } from './volume-stream';
 
 /** Default client bound for `migrate`: long enough for any copy; the workflow's own timer is the real bound. */
@@ -836,6 +839,48 @@ export class VirshHypervisor implements Hypervisor {
     checkUuid(uuid);
     checkPositiveInt('bandwidth (MiB/s)', mibps);
     await this.exec(uri, ['migrate-setspeed', `--domain=${uuid}`, `--bandwidth=${mibps}`], `setMigrationBandwidth ${uuid}`);
+  }
+
+  async diskCopyJobs(uri: string, uuid: string, devs: readonly string[]): Promise<DiskCopyJob[]> {
+    checkUuid(uuid);
+    for (const dev of devs) checkName('disk', dev);
+    if (devs.length === 0) return [];
+    const what = `diskCopyJobs ${uuid}`;
+    const steps = await this.batch(uri, devs.map((dev) => ['blockjob', `--domain=${uuid}`, `--path=${dev}`, '--info', '--raw']), what);
+    const jobs: DiskCopyJob[] = [];
+    devs.forEach((dev, i) => {
+      const step = steps[i];
+      // The domain is gone (the migration just ended) or has no such device: no copy of that disk runs.
+      if (step && !step.ok && (this.kindOf(step) === 'not-found' || /domain is not running|not found in domain/.test(step.stderr))) return;
+      const job = this.parse(uri, what, () => parseBlockJobRaw(dev, this.need(uri, step, what)));
+      if (job !== null) jobs.push(job);
+    });
+    return jobs;
+  }
+
+  async setDiskCopyBandwidth(uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]> {
+    checkUuid(uuid);
+    checkPositiveInt('bandwidth (MiB/s)', mibps);
+    const what = `setDiskCopyBandwidth ${uuid}`;
+    const [xmlStep] = await this.batch(uri, [['dumpxml', `--domain=${uuid}`]], what);
+    const aliases = this.parse(uri, what, () => parseDiskAliases(this.need(uri, xmlStep, what)));
+    const running = await this.diskCopyJobs(uri, uuid, Object.keys(aliases));
+    if (running.length === 0) return [];
+    const speed = { speed: mibps * 2 ** 20 };
+    const commands = running.map((j) => [
+      'qemu-monitor-command',
+      `--domain=${uuid}`,
+      `--cmd=${JSON.stringify({ execute: 'block-job-set-speed', arguments: { device: `drive-${aliases[j.target]}`, ...speed } })}`,
+    ]);
+    const steps = await this.batch(uri, commands, what);
+    running.forEach((j, i) => {
+      const reply = this.parse(uri, what, () => parseQmpReply(this.need(uri, steps[i], what)));
+      // DeviceNotActive: that copy ended between the listing and the change (the switch-over): nothing to slow down.
+      if (!reply.ok && reply.errorClass !== 'DeviceNotActive') {
+        throw new LibvirtError('invalid', `${what}: QEMU refused the new speed of the copy of ${j.target} (drive-${aliases[j.target]}): ${reply.errorClass}: ${reply.desc}`);
+      }
+    });
+    return this.diskCopyJobs(uri, uuid, running.map((j) => j.target));
   }
 
   async startPostCopy(uri: string, uuid: string): Promise<void> {

@@ -8,6 +8,7 @@ import { LibvirtError, type LibvirtErrorKind } from '../../hypervisor/errors';
 import {
   emptyJobInfo,
   type CopyVolumeOptions,
+  type DiskCopyJob,
   type DomainInfo,
   type DomainNeeds,
   type HostCapacity,
@@ -43,6 +44,9 @@ interface MemJob {
   autoConverge: boolean;
   postCopyAllowed: boolean;
   postCopyAt: number | null;
+  /** The disks copied (NBD mirrors in libvirt): each copy runs during the job's first half, at `diskMiBps`. */
+  copied: { target: string; capacityBytes: number }[];
+  diskMiBps: number | null;
   settle: (err?: Error) => void;
 }
 export interface MemHost {
@@ -387,6 +391,8 @@ export class MemoryHypervisor implements Hypervisor {
         autoConverge: opts.autoConverge === true,
         postCopyAllowed: opts.postCopy === true,
         postCopyAt: null,
+        copied: dom.disks.filter((d) => opts.copyDisks === undefined || opts.copyDisks.includes(d.target)),
+        diskMiBps: opts.bandwidthMiBps ?? null,
         settle: (err) => {
           clearInterval(timer);
           src.jobs.delete(uuid);
@@ -446,6 +452,18 @@ export class MemoryHypervisor implements Hypervisor {
   async setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void> {
     const h = this.enter('setMigrationBandwidth', uri, uuid, mibps);
     if (!h.jobs.has(uuid)) throw new LibvirtError('invalid', 'Requested operation is not valid: no job is active on the domain');
+  }
+
+  async diskCopyJobs(uri: string, uuid: string, devs: readonly string[]): Promise<DiskCopyJob[]> {
+    const h = this.enter('diskCopyJobs', uri, uuid, devs);
+    return copyJobsOf(h.jobs.get(uuid)).filter((j) => devs.includes(j.target));
+  }
+
+  async setDiskCopyBandwidth(uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]> {
+    const h = this.enter('setDiskCopyBandwidth', uri, uuid, mibps);
+    const job = h.jobs.get(uuid);
+    if (job && copyJobsOf(job).length > 0) job.diskMiBps = mibps;
+    return copyJobsOf(job);
   }
 
   async startPostCopy(uri: string, uuid: string): Promise<void> {
@@ -556,6 +574,14 @@ export class MemoryHypervisor implements Hypervisor {
     job.settle(new LibvirtError('aborted', 'operation aborted: migration out: canceled by client'));
     return true;
   }
+}
+
+/** The disk copies of a job still in its disk phase (its first half): each disk's share copied so far. */
+function copyJobsOf(job: MemJob | undefined): DiskCopyJob[] {
+  if (!job) return [];
+  const fraction = (Date.now() - job.startedAt) / (job.durationMs / 2);
+  if (fraction >= 1) return [];
+  return job.copied.map((d) => ({ target: d.target, processedBytes: Math.round(fraction * d.capacityBytes), totalBytes: d.capacityBytes, bandwidthMiBps: job.diskMiBps }));
 }
 
 function emptyJob(type: JobInfo['type']): JobInfo {

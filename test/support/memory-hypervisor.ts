@@ -158,6 +158,22 @@ export class MemoryHypervisor implements Hypervisor {
   }
 
   /**
+   * Two hosts (`src`, `tgt`) and a 128 MiB, 1-vCPU VM `vm1` with one 64 MiB qcow2 disk (vda, disk0.qcow2) in
+   * <dir>, pool `pool` on both: as a migration's create tasks leave the target. The target's domain is there too
+   * (delete it for "not there yet").
+   */
+  static twoHostsWithVm(o: { src: string; tgt: string; uuid: string; dir: string; pool: string }): MemoryHypervisor {
+    const hv = new MemoryHypervisor();
+    hv.addHost(o.src, 'src');
+    hv.addHost(o.tgt, 'tgt');
+    const vm = { uuid: o.uuid, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: o.dir, pool: o.pool };
+    const disks = [{ name: 'disk0.qcow2', target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as const }];
+    hv.addVm(o.src, { ...vm, disks });
+    hv.addVm(o.tgt, { ...vm, disks });
+    return hv;
+  }
+
+  /**
    * A running VM with its disks in <dir>/<name>, in pool `pool` on `uri` (a disk may name its own `dir` and
    * `pool`: several directories, or a flat pool such as `default` holding other VMs' disks too).
    */

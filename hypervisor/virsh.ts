@@ -30,6 +30,10 @@
  *   client"); with `connection` and a message naming the target when the source daemon cannot reach it.
  * - The default per-call limit (30 s) equals libvirt's own job-lock wait: a call queued behind a domain job
  *   tends to come back as `timeout` rather than `busy`. Both are retryable.
+ * - diskCopyJobs / setDiskCopyBandwidth: a migration's NBD mirror of disk <dev> is block job `drive-<alias>`
+ *   (type "Block Copy"). `blockjob --info` answers during the migration; `blockjob --bandwidth` (a modify job)
+ *   waits for libvirt's 30 s lock and fails, so the speed goes through `qemu-monitor-command` (a query job);
+ *   virsh exits 0 for a QMP error, the JSON reply says it.
  * - removeStorageDirectory deletes every volume in the pool without checking whether a domain still uses
  *   it: callers must be sure the VM is not running from that directory on that host.
  */

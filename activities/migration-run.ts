@@ -18,6 +18,7 @@ import type { ConvergencePolicy } from '../common/validation';
 import { isJobActive } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { ConvergenceMonitor } from './convergence-monitor';
+import { CopyProgress } from './copy-progress';
 import { completedStats, locate, migrationStats } from './locate';
 
 export interface MigrateVmInput {
@@ -61,6 +62,7 @@ export class MigrationRun {
   private readonly ctx = Context.current();
   private readonly prior: MigrateHeartbeat;
   private readonly monitor: ConvergenceMonitor;
+  private readonly progress = new CopyProgress();
   private client: Promise<ClientResult> | null = null;
   private result: ClientResult | null = null;
   private startedAt = 0;
@@ -147,9 +149,12 @@ export class MigrationRun {
     if (this.client === null) throw new Error('MigrationRun.poll() before start()');
     await Promise.race([this.client, this.ctx.sleep(this.rt.jobPollMs)]);
     if (this.result !== null) return false;
-    const job = await hv.jobInfo(source.uri, vmUuid).catch(() => null);
+    const [job, copies] = await Promise.all([
+      hv.jobInfo(source.uri, vmUuid).catch(() => null),
+      hv.diskCopyJobs(source.uri, vmUuid, this.copied.map((d) => d.target)).catch(() => []),
+    ]);
     if (job === null || !isJobActive(job)) return true;
-    const stats = migrationStats(job);
+    const stats = this.progress.sample(job, copies);
     this.ctx.heartbeat(this.heartbeat(stats));
     const judged = await this.monitor.onSample(job, stats, Date.now() - this.startedAt);
     if (judged.kind === 'abort' && this.stalled === null) {

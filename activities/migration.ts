@@ -7,7 +7,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { CompletedMigrationStats, HostRef, LocateResult } from '../common/migration';
 import { FailureType } from '../common/failures';
-import { isJobActive } from '../hypervisor/port';
+import { isJobActive, type DiskCopyJob, type Hypervisor, type JobInfo } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { guarded, nonRetryable } from './failures';
 import { abortAndLocate, isPostCopy, isPostCopyFailed, locate } from './locate';
@@ -27,8 +27,19 @@ export interface TuneMigrationInput {
   postCopyNow?: boolean;
 }
 
+/** What the tune update changed: the max downtime, the bandwidth (of memory and of each disk copy), post-copy. */
+export interface TuneResult {
+  maxDowntimeMs: number;
+  bandwidthMiBps: number | null;
+  postCopyActive: boolean;
+  /** The disk copies the new bandwidth was applied to, with the limit libvirt now reports (absent: no bandwidth change). */
+  diskCopies?: { target: string; bandwidthMiBps: number | null }[];
+}
+
 /** libvirt's job takes a moment to end after an abort or to enter a memory iteration. */
 const JOB_SETTLE_MS = 500;
+/** A job that has not begun copying yet (the target's QEMU is starting) is waited for this long by a bandwidth change. */
+const COPY_START_WAIT_MS = 20_000;
 
 export function migrationActivities(rt: ActivityRuntime) {
   const { hv } = rt;
@@ -60,17 +71,26 @@ export function migrationActivities(rt: ActivityRuntime) {
     },
 
     /** The tune update: raise the max downtime, change the bandwidth, switch to post-copy — on the running job. */
-    async tuneMigration(input: TuneMigrationInput): Promise<{ maxDowntimeMs: number; bandwidthMiBps: number | null; postCopyActive: boolean }> {
+    async tuneMigration(input: TuneMigrationInput): Promise<TuneResult> {
       return guarded(async () => {
-        const job = await hv.jobInfo(input.source.uri, input.vmUuid);
+        const { uri } = input.source;
+        const job = await hv.jobInfo(uri, input.vmUuid);
         if (!isJobActive(job)) throw nonRetryable(FailureType.InvalidInput, `no migration job is running for ${input.vmUuid} on ${input.source.name}`);
-        if (input.maxDowntimeMs !== undefined) await hv.setMaxDowntime(input.source.uri, input.vmUuid, input.maxDowntimeMs);
-        if (input.bandwidthMiBps !== undefined) await hv.setMigrationBandwidth(input.source.uri, input.vmUuid, input.bandwidthMiBps);
-        if (input.postCopyNow) await hv.startPostCopy(input.source.uri, input.vmUuid);
+        if (input.bandwidthMiBps !== undefined && isPostCopy(await hv.getDomain(uri, input.vmUuid))) {
+          throw nonRetryable(
+            FailureType.InvalidInput,
+            `cannot change the bandwidth of ${input.vmUuid}'s migration: it is in post-copy, where QEMU's post-copy limit governs the rest ` +
+              '(not the migration bandwidth) and Ferry does not change it; the migration finishes on its own',
+          );
+        }
+        if (input.maxDowntimeMs !== undefined) await hv.setMaxDowntime(uri, input.vmUuid, input.maxDowntimeMs);
+        const disks = input.bandwidthMiBps !== undefined ? await applyBandwidth(hv, uri, input.vmUuid, input.bandwidthMiBps) : undefined;
+        if (input.postCopyNow) await hv.startPostCopy(uri, input.vmUuid);
         return {
-          maxDowntimeMs: await hv.getMaxDowntime(input.source.uri, input.vmUuid),
+          maxDowntimeMs: await hv.getMaxDowntime(uri, input.vmUuid),
           bandwidthMiBps: input.bandwidthMiBps ?? null,
           postCopyActive: input.postCopyNow === true,
+          ...(disks ? { diskCopies: disks.map((d) => ({ target: d.target, bandwidthMiBps: d.bandwidthMiBps })) } : {}),
         };
       });
     },
@@ -96,6 +116,28 @@ export function migrationActivities(rt: ActivityRuntime) {
       return guarded(() => locate(hv, input.source, input.target, input.vmUuid));
     },
   };
+}
+
+/**
+ * A new bandwidth for the whole copy: the memory stream (`migrate-setspeed`) and each running disk copy (libvirt
+ * gives its NBD mirrors the bandwidth only when it starts them). A job that has not begun copying yet is waited
+ * for (libvirt sets the start bandwidth again when it begins), so a change right after the start is not lost.
+ */
+async function applyBandwidth(hv: Hypervisor, uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]> {
+  const until = Date.now() + COPY_START_WAIT_MS;
+  for (;;) {
+    await hv.setMigrationBandwidth(uri, uuid, mibps);
+    const disks = await hv.setDiskCopyBandwidth(uri, uuid, mibps);
+    if (disks.length > 0 || Date.now() >= until) return disks;
+    const job = await hv.jobInfo(uri, uuid);
+    if (!isJobActive(job) || copyStarted(job)) return disks;
+    await delay(JOB_SETTLE_MS);
+  }
+}
+
+/** libvirt has begun copying: disk copies set up, or memory being sent. */
+function copyStarted(job: JobInfo): boolean {
+  return (job.diskTotalBytes ?? 0) > 0 || (job.memoryProcessedBytes ?? 0) > 0 || (job.memoryIteration ?? 0) > 0;
 }
 
 /** The verdict as the workflow sees it: the stats, or a typed, non-retryable failure. */

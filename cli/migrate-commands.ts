@@ -4,11 +4,11 @@ import { MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundE
 import { printPlan } from './plan-output';
 import type { LiveMigrationInput } from '../common/validation';
 import { InputError } from '../common/validation';
-import type { MigrationProgress, MigrationReport } from '../common/migration';
+import type { MigrationProgress, MigrationReport, MigrationStats } from '../common/migration';
 import { TERMINAL_PHASES } from '../common/migration';
 import { formatDuration } from '../common/durations';
 import type { CliContext } from './context';
-import { CliExit, EXIT, mib, printJson } from './output';
+import { CliExit, EXIT, copyFigures, mib, mibPerSec, printJson } from './output';
 
 export interface MigrateOptions {
   vm: string;
@@ -126,7 +126,11 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
         throw new CliExit(EXIT.badInput, (err as Error).message);
       }
       if (o.json) printJson(view);
-      else process.stdout.write(`${vm.name}: max downtime ${view.maxDowntimeMs ?? 'default'} ms, bandwidth ${view.bandwidthMiBps ?? 'unlimited'} MiB/s${view.postCopyActive ? ', post-copy' : ''}\n`);
+      else {
+        const applied = view.events.at(-1)?.what ?? '';
+        process.stdout.write(`${vm.name}: max downtime ${view.maxDowntimeMs ?? 'default'} ms, bandwidth ${view.bandwidthMiBps ?? 'unlimited'} MiB/s${view.postCopyActive ? ', post-copy' : ''}\n`);
+        if (applied.startsWith('operator:')) process.stdout.write(`  applied: ${applied.slice('operator: '.length)}\n`);
+      }
     });
 
   program
@@ -250,11 +254,29 @@ export function progressLine(vmName: string, p: MigrationProgress): string {
   const where = `${p.source} → ${p.target ?? '?'}`;
   const extra =
     p.phase === 'migrating' && p.migration
-      ? ` ${pct.toFixed(0)}% remaining ${mib(p.migration.dataRemainingBytes)}`
+      ? ` ${pct.toFixed(0)}% remaining ${mib(p.migration.dataRemainingBytes)}${copyRates(p.migration)}`
       : p.waitingFor
         ? ` ${p.waitingFor}`
         : '';
   return `${vmName} ${where} ${bar} ${p.phase}${extra}`;
+}
+
+/** The progress line's rates: the disk copy's while it runs, then memory's. */
+function copyRates(m: MigrationStats): string {
+  const disk = m.disk;
+  if (disk && disk.processedBytes !== null && disk.totalBytes !== null && disk.processedBytes < disk.totalBytes) {
+    return `, disk ${mib(disk.processedBytes)} of ${mib(disk.totalBytes)} at ${mibPerSec(disk.bytesPerSec)}`;
+  }
+  return m.memory?.bytesPerSec != null ? `, memory at ${mibPerSec(m.memory.bytesPerSec)}` : '';
+}
+
+/** `ferry status`: the disk copy (all disks, then each one with its speed limit) and the memory copy. */
+function copyLines(m: MigrationStats): string[] {
+  const lines: string[] = [];
+  if (m.disk) lines.push(`  disk copy: ${copyFigures(m.disk)}`);
+  for (const d of m.disks ?? []) lines.push(`    ${d.target}: ${copyFigures(d)}, limit ${d.bandwidthMiBps === null ? 'none' : `${d.bandwidthMiBps} MiB/s`}`);
+  if (m.memory) lines.push(`  memory copy: ${copyFigures(m.memory)}, iteration ${m.memoryIteration ?? '-'}`);
+  return lines;
 }
 
 function printProgress(p: MigrationProgress): void {
@@ -268,6 +290,7 @@ function printProgress(p: MigrationProgress): void {
   if (p.migration) {
     lines.push(
       `  migration: ${p.migration.percent ?? '?'}% (${mib(p.migration.dataProcessedBytes)} of ${mib(p.migration.dataTotalBytes)}), iteration ${p.migration.memoryIteration ?? '-'}`,
+      ...copyLines(p.migration),
     );
   }
   const c = p.convergence;

@@ -51,3 +51,13 @@ export function mib(bytes: number | null | undefined): string {
 export function gib(bytes: number | null | undefined): string {
   return bytes === null || bytes === undefined ? '-' : `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
+
+export function mibPerSec(bytesPerSec: number | null | undefined): string {
+  return bytesPerSec === null || bytesPerSec === undefined ? '-' : `${(bytesPerSec / 2 ** 20).toFixed(1)} MiB/s`;
+}
+
+/** One copy stream: `48 MiB of 128 MiB (38%), 2.0 MiB/s`. */
+export function copyFigures(f: { processedBytes: number | null; totalBytes: number | null; bytesPerSec: number | null }): string {
+  const pct = f.processedBytes !== null && f.totalBytes ? ` (${Math.floor((f.processedBytes / f.totalBytes) * 100)}%)` : '';
+  return `${mib(f.processedBytes)} of ${mib(f.totalBytes)}${pct}, ${mibPerSec(f.bytesPerSec)}`;
+}

@@ -207,6 +207,28 @@ export interface MigrationStats {
   /** 0..100, from processed / total. */
   percent: number | null;
   sampledAt: string;
+  /** The memory copy: bytes of guest memory sent so far (iterations re-send dirtied pages), and its rate. */
+  memory?: CopyFigures;
+  /** The disk copy, all copied disks together (absent when no disk is copied). */
+  disk?: CopyFigures;
+  /** Each copied disk's copy while libvirt runs it (its NBD mirror job); empty before it starts and after it ends. */
+  disks?: DiskCopyProgress[];
+}
+
+/** One copy stream's progress: bytes done of the total, and the rate measured over the last few seconds. */
+export interface CopyFigures {
+  processedBytes: number | null;
+  totalBytes: number | null;
+  /** null until two samples exist. */
+  bytesPerSec: number | null;
+}
+
+/** One copied disk, as the progress query shows it. */
+export interface DiskCopyProgress extends CopyFigures {
+  /** Guest device, e.g. vda. */
+  target: string;
+  /** The copy's speed limit as libvirt reports it, MiB/s; null = unlimited. */
+  bandwidthMiBps: number | null;
 }
 
 /** Which deadline passed, what Ferry did, and libvirt's statistics at that moment. */

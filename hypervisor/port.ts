@@ -191,6 +191,20 @@ export function emptyJobInfo(type: JobInfo['type'] = 'none'): JobInfo {
   };
 }
 
+/**
+ * One disk's copy in a running migration with `--copy-storage-all`: libvirt's NBD mirror block job of that disk
+ * (`virsh blockjob <dom> <dev> --info`, type "Block Copy"). It copies the disk's whole virtual size, then stays
+ * "ready", mirroring the guest's writes, until the switch-over ends it.
+ */
+export interface DiskCopyJob {
+  /** Guest device, e.g. `vda`. */
+  target: string;
+  processedBytes: number;
+  totalBytes: number;
+  /** The job's speed limit, MiB/s; null = unlimited. */
+  bandwidthMiBps: number | null;
+}
+
 export interface MigrateOptions {
   /** MiB/s; undefined = hypervisor default (unlimited). */
   bandwidthMiBps?: number;
@@ -279,6 +293,19 @@ export interface Hypervisor {
   getMaxDowntime(uri: string, uuid: string): Promise<number>;
   /** Bandwidth of a running migration, MiB/s (`migrate-setspeed`). */
   setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void>;
+  /**
+   * The disk copies of the domain's running migration, one per device of `devs` that has one (`blockjob --info`,
+   * a query libvirt allows while the migration holds the domain); [] before the copy starts and after it ended.
+   */
+  diskCopyJobs(uri: string, uuid: string, devs: readonly string[]): Promise<DiskCopyJob[]>;
+  /**
+   * Sets the speed limit of every running disk copy of the domain's migration, MiB/s, and returns the jobs as
+   * they are afterwards ([] when none runs). libvirt 9.0 gives its NBD mirrors the migration bandwidth only when it
+   * starts them (`migrate-setspeed` later changes the memory stream only) and refuses `blockjob --bandwidth` while
+   * the migration job holds the domain, so this sends QMP `block-job-set-speed` through `qemu-monitor-command`
+   * (allowed as a query; libvirt marks that QEMU process tainted `custom-monitor`, the target's is not).
+   */
+  setDiskCopyBandwidth(uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]>;
   /** Switches a running migration started with `postCopy` to post-copy now (`migrate-postcopy`). */
   startPostCopy(uri: string, uuid: string): Promise<void>;
 

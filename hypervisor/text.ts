@@ -2,7 +2,7 @@
  * Pure parsers for virsh's text outputs (LC_ALL=C). Each one is tested against real virsh 9.0 output
  * under test/fixtures/virsh/.
  */
-import type { DomainState, JobInfo } from './port';
+import type { DiskCopyJob, DomainState, JobInfo } from './port';
 
 export class TextShapeError extends Error {
   override readonly name = 'TextShapeError';
@@ -347,4 +347,39 @@ export function parseJobInfoRaw(out: string): JobInfo {
     downtimeMs: num('downtime'),
     raw,
   };
+}
+
+/**
+ * `virsh blockjob <dom> <dev> --info --raw`: ` type=Block Copy`, ` bandwidth=<MiB/s>`, ` cur=<bytes>`,
+ * ` end=<bytes>` lines; nothing at all when the device has no block job. null unless it is a copy job (what a
+ * migration's disk copy is).
+ */
+export function parseBlockJobRaw(target: string, out: string): DiskCopyJob | null {
+  const f: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const m = /^\s*([a-z]+)=(.*)$/.exec(line);
+    if (m?.[1] && m[2] !== undefined) f[m[1]] = m[2].trim();
+  }
+  if (f['type'] === undefined) return null;
+  if (f['type'] !== 'Block Copy') return null;
+  const need = (k: string): number => intOf(requireField(f, k, 'blockjob --info --raw'), `blockjob ${k}`);
+  const bandwidth = need('bandwidth');
+  return { target, processedBytes: need('cur'), totalBytes: need('end'), bandwidthMiBps: bandwidth === 0 ? null : bandwidth };
+}
+
+/** A QMP reply through `virsh qemu-monitor-command` (virsh exits 0 for QMP errors: they are in the JSON). */
+export type QmpReply = { ok: true } | { ok: false; errorClass: string; desc: string };
+
+export function parseQmpReply(out: string): QmpReply {
+  let reply: unknown;
+  try {
+    reply = JSON.parse(out.trim());
+  } catch {
+    throw new TextShapeError(`qemu-monitor-command: not JSON: ${out.trim().slice(0, 200)}`);
+  }
+  if (typeof reply !== 'object' || reply === null) throw new TextShapeError(`qemu-monitor-command: not an object: ${out.trim().slice(0, 200)}`);
+  const r = reply as { return?: unknown; error?: { class?: unknown; desc?: unknown } };
+  if (r.error !== undefined) return { ok: false, errorClass: String(r.error.class ?? 'unknown'), desc: String(r.error.desc ?? '') };
+  if (r.return === undefined) throw new TextShapeError(`qemu-monitor-command: neither return nor error: ${out.trim().slice(0, 200)}`);
+  return { ok: true };
 }

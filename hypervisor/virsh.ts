@@ -30,6 +30,10 @@
  *   client"); with `connection` and a message naming the target when the source daemon cannot reach it.
  * - The default per-call limit (30 s) equals libvirt's own job-lock wait: a call queued behind a domain job
  *   tends to come back as `timeout` rather than `busy`. Both are retryable.
+ * - diskCopyJobs / setDiskCopyBandwidth: a migration's NBD mirror of disk <dev> is block job `drive-<alias>`
+ *   (type "Block Copy"). `blockjob --info` answers during the migration; `blockjob --bandwidth` (a modify job)
+ *   waits for libvirt's 30 s lock and fails, so the speed goes through `qemu-monitor-command` (a query job);
+ *   virsh exits 0 for a QMP error, the JSON reply says it.
  * - removeStorageDirectory deletes every volume in the pool without checking whether a domain still uses
  *   it: callers must be sure the VM is not running from that directory on that host.
  */
@@ -63,6 +67,7 @@ import { VirshSessionPool } from './virsh-session';
 import { emptyJobInfo } from './port';
 import type {
   CopyVolumeOptions,
+  DiskCopyJob,
   DomainDisk,
   DomainInfo,
   DomainNeeds,
@@ -80,6 +85,7 @@ import {
   TextShapeError,
   isUuid,
   parseBlkInfoCapacity,
+  parseBlockJobRaw,
   parseDomStatsBlock,
   parseDomState,
   parseFreecellTotal,
@@ -89,11 +95,12 @@ import {
   parseJobInfoRaw,
   parseNameList,
   parseNodeInfo,
+  parseQmpReply,
   parsePoolInfo,
   parseUuidList,
   parseVolListPaths,
 } from './text';
-import { XmlShapeError, parseDomainNeeds, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
+import { XmlShapeError, parseDiskAliases, parseDomainNeeds, parseDomainXml, parsePoolXml, parseVolumeXml } from './xml';
 import { streamVolume } from './volume-stream';
 
 /** Default client bound for `migrate`: long enough for any copy; the workflow's own timer is the real bound. */
@@ -836,6 +843,48 @@ export class VirshHypervisor implements Hypervisor {
     checkUuid(uuid);
     checkPositiveInt('bandwidth (MiB/s)', mibps);
     await this.exec(uri, ['migrate-setspeed', `--domain=${uuid}`, `--bandwidth=${mibps}`], `setMigrationBandwidth ${uuid}`);
+  }
+
+  async diskCopyJobs(uri: string, uuid: string, devs: readonly string[]): Promise<DiskCopyJob[]> {
+    checkUuid(uuid);
+    for (const dev of devs) checkName('disk', dev);
+    if (devs.length === 0) return [];
+    const what = `diskCopyJobs ${uuid}`;
+    const steps = await this.batch(uri, devs.map((dev) => ['blockjob', `--domain=${uuid}`, `--path=${dev}`, '--info', '--raw']), what);
+    const jobs: DiskCopyJob[] = [];
+    devs.forEach((dev, i) => {
+      const step = steps[i];
+      // The domain is gone (the migration just ended) or has no such device: no copy of that disk runs.
+      if (step && !step.ok && (this.kindOf(step) === 'not-found' || /domain is not running|not found in domain/.test(step.stderr))) return;
+      const job = this.parse(uri, what, () => parseBlockJobRaw(dev, this.need(uri, step, what)));
+      if (job !== null) jobs.push(job);
+    });
+    return jobs;
+  }
+
+  async setDiskCopyBandwidth(uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]> {
+    checkUuid(uuid);
+    checkPositiveInt('bandwidth (MiB/s)', mibps);
+    const what = `setDiskCopyBandwidth ${uuid}`;
+    const [xmlStep] = await this.batch(uri, [['dumpxml', `--domain=${uuid}`]], what);
+    const aliases = this.parse(uri, what, () => parseDiskAliases(this.need(uri, xmlStep, what)));
+    const running = await this.diskCopyJobs(uri, uuid, Object.keys(aliases));
+    if (running.length === 0) return [];
+    const speed = { speed: mibps * 2 ** 20 };
+    const commands = running.map((j) => [
+      'qemu-monitor-command',
+      `--domain=${uuid}`,
+      `--cmd=${JSON.stringify({ execute: 'block-job-set-speed', arguments: { device: `drive-${aliases[j.target]}`, ...speed } })}`,
+    ]);
+    const steps = await this.batch(uri, commands, what);
+    running.forEach((j, i) => {
+      const reply = this.parse(uri, what, () => parseQmpReply(this.need(uri, steps[i], what)));
+      // DeviceNotActive: that copy ended between the listing and the change (the switch-over): nothing to slow down.
+      if (!reply.ok && reply.errorClass !== 'DeviceNotActive') {
+        throw new LibvirtError('invalid', `${what}: QEMU refused the new speed of the copy of ${j.target} (drive-${aliases[j.target]}): ${reply.errorClass}: ${reply.desc}`);
+      }
+    });
+    return this.diskCopyJobs(uri, uuid, running.map((j) => j.target));
   }
 
   async startPostCopy(uri: string, uuid: string): Promise<void> {

@@ -264,6 +264,20 @@ export function parseDomainNeeds(xml: string): DomainNeedsXml {
   };
 }
 
+/**
+ * Guest device → QEMU alias of each disk in a RUNNING domain's live XML (`<alias name="virtio-disk0"/>`; an
+ * inactive definition has none). libvirt names a migration's NBD mirror job of a disk `drive-<alias>`.
+ */
+export function parseDiskAliases(xml: string): Record<string, string> {
+  const aliases: Record<string, string> = {};
+  for (const disk of children(child(parseDoc(xml, 'domain'), 'devices'), 'disk')) {
+    const target = attr(child(disk, 'target'), 'dev');
+    const alias = attr(child(disk, 'alias'), 'name');
+    if (target !== undefined && alias !== undefined) aliases[target] = alias;
+  }
+  return aliases;
+}
+
 export interface PoolXml {
   name: string;
   uuid: string;

@@ -208,6 +208,12 @@ function validateTune(run: MigrationRun, req: TuneRequest): void {
   if (problems.length > 0) throw new Error(`cannot tune: ${problems.join('; ')}`);
 }
 
+/** Which copies a bandwidth change reached: memory always; the disk copies running then (an older worker: unknown). */
+function bandwidthScope(disks: { target: string }[] | undefined): string {
+  if (disks === undefined) return '';
+  return disks.length === 0 ? ' (memory; no disk copy running)' : ` (memory and the disk copy of ${disks.map((d) => d.target).join(', ')})`;
+}
+
 function wholeIn(n: number, min: number, max: number): boolean {
   return Number.isInteger(n) && n >= min && n <= max;
 }
@@ -219,7 +225,7 @@ async function tune(run: MigrationRun, req: TuneRequest): Promise<ConvergenceVie
   const applied = await quick.tuneMigration({ source: vm.source, vmUuid: vm.uuid, ...req });
   const what: string[] = [];
   if (req.maxDowntimeMs !== undefined) what.push(`max downtime ${applied.maxDowntimeMs} ms`);
-  if (req.bandwidthMiBps !== undefined) what.push(`bandwidth ${req.bandwidthMiBps} MiB/s`);
+  if (req.bandwidthMiBps !== undefined) what.push(`bandwidth ${req.bandwidthMiBps} MiB/s${bandwidthScope(applied.diskCopies)}`);
   if (req.postCopyNow) what.push('post-copy now');
   view.maxDowntimeMs = applied.maxDowntimeMs;
   if (applied.bandwidthMiBps !== null) view.bandwidthMiBps = applied.bandwidthMiBps;

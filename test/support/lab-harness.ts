@@ -47,9 +47,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startLabHarness(o: { hosts: number; vms: number; taskQueue?: string; webUi?: boolean }): Promise<LabHarness> {
+export async function startLabHarness(o: {
+  hosts: number;
+  vms: number;
+  taskQueue?: string;
+  webUi?: boolean;
+  /** Random data at the start of each VM's disk (the disk is max(64, this) MiB); default the lab's 32. */
+  randomDataMiB?: number;
+}): Promise<LabHarness> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-'));
-  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming() });
+  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming(), ...(o.randomDataMiB !== undefined ? { randomDataMiB: o.randomDataMiB } : {}) });
   const hv = new VirshHypervisor();
   const inventory = await openInventory(path.join(home, 'inventory.db'));
   const synced = await registerLab(inventory, hv, lab);

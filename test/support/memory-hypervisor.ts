@@ -8,6 +8,7 @@ import { LibvirtError, type LibvirtErrorKind } from '../../hypervisor/errors';
 import {
   emptyJobInfo,
   type CopyVolumeOptions,
+  type DiskCopyJob,
   type DomainInfo,
   type DomainNeeds,
   type HostCapacity,
@@ -43,6 +44,9 @@ interface MemJob {
   autoConverge: boolean;
   postCopyAllowed: boolean;
   postCopyAt: number | null;
+  /** The disks copied (NBD mirrors in libvirt): each copy runs during the job's first half, at `diskMiBps`. */
+  copied: { target: string; capacityBytes: number }[];
+  diskMiBps: number | null;
   settle: (err?: Error) => void;
 }
 export interface MemHost {
@@ -151,6 +155,22 @@ export class MemoryHypervisor implements Hypervisor {
     };
     this.hosts.set(uri, h);
     return h;
+  }
+
+  /**
+   * Two hosts (`src`, `tgt`) and a 128 MiB, 1-vCPU VM `vm1` with one 64 MiB qcow2 disk (vda, disk0.qcow2) in
+   * <dir>, pool `pool` on both: as a migration's create tasks leave the target. The target's domain is there too
+   * (delete it for "not there yet").
+   */
+  static twoHostsWithVm(o: { src: string; tgt: string; uuid: string; dir: string; pool: string }): MemoryHypervisor {
+    const hv = new MemoryHypervisor();
+    hv.addHost(o.src, 'src');
+    hv.addHost(o.tgt, 'tgt');
+    const vm = { uuid: o.uuid, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: o.dir, pool: o.pool };
+    const disks = [{ name: 'disk0.qcow2', target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as const }];
+    hv.addVm(o.src, { ...vm, disks });
+    hv.addVm(o.tgt, { ...vm, disks });
+    return hv;
   }
 
   /**
@@ -396,6 +416,8 @@ export class MemoryHypervisor implements Hypervisor {
         autoConverge: opts.autoConverge === true,
         postCopyAllowed: opts.postCopy === true,
         postCopyAt: null,
+        copied: dom.disks.filter((d) => opts.copyDisks === undefined || opts.copyDisks.includes(d.target)),
+        diskMiBps: opts.bandwidthMiBps ?? null,
         settle: (err) => {
           clearInterval(timer);
           src.jobs.delete(uuid);
@@ -455,6 +477,18 @@ export class MemoryHypervisor implements Hypervisor {
   async setMigrationBandwidth(uri: string, uuid: string, mibps: number): Promise<void> {
     const h = this.enter('setMigrationBandwidth', uri, uuid, mibps);
     if (!h.jobs.has(uuid)) throw new LibvirtError('invalid', 'Requested operation is not valid: no job is active on the domain');
+  }
+
+  async diskCopyJobs(uri: string, uuid: string, devs: readonly string[]): Promise<DiskCopyJob[]> {
+    const h = this.enter('diskCopyJobs', uri, uuid, devs);
+    return copyJobsOf(h.jobs.get(uuid)).filter((j) => devs.includes(j.target));
+  }
+
+  async setDiskCopyBandwidth(uri: string, uuid: string, mibps: number): Promise<DiskCopyJob[]> {
+    const h = this.enter('setDiskCopyBandwidth', uri, uuid, mibps);
+    const job = h.jobs.get(uuid);
+    if (job && copyJobsOf(job).length > 0) job.diskMiBps = mibps;
+    return copyJobsOf(job);
   }
 
   async startPostCopy(uri: string, uuid: string): Promise<void> {
@@ -565,6 +599,14 @@ export class MemoryHypervisor implements Hypervisor {
     job.settle(new LibvirtError('aborted', 'operation aborted: migration out: canceled by client'));
     return true;
   }
+}
+
+/** The disk copies of a job still in its disk phase (its first half): each disk's share copied so far. */
+function copyJobsOf(job: MemJob | undefined): DiskCopyJob[] {
+  if (!job) return [];
+  const fraction = (Date.now() - job.startedAt) / (job.durationMs / 2);
+  if (fraction >= 1) return [];
+  return job.copied.map((d) => ({ target: d.target, processedBytes: Math.round(fraction * d.capacityBytes), totalBytes: d.capacityBytes, bandwidthMiBps: job.diskMiBps }));
 }
 
 function emptyJob(type: JobInfo['type']): JobInfo {

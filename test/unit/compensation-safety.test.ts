@@ -38,13 +38,8 @@ describe('compensation deletions on the target', () => {
   });
 
   async function world(domainOnTarget: { state: 'running' | 'paused'; persistent: boolean; reason: string } | null): Promise<void> {
-    hv = new MemoryHypervisor();
-    hv.addHost(SRC, 'src');
-    hv.addHost(TGT, 'tgt');
-    const disks = [{ name: 'disk0.qcow2', target: 'vda', sizeBytes: 64 * 2 ** 20, format: 'qcow2' as const }];
-    hv.addVm(SRC, { uuid: UUID, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: DIR, pool: POOL, disks });
     // the target: what the create tasks made (pool, volume), and maybe a domain
-    hv.addVm(TGT, { uuid: UUID, name: 'vm1', memoryMiB: 128, vcpus: 1, dir: DIR, pool: POOL, disks });
+    hv = MemoryHypervisor.twoHostsWithVm({ src: SRC, tgt: TGT, uuid: UUID, dir: DIR, pool: POOL });
     const dom = hv.host(TGT).domains.get(UUID)!;
     if (domainOnTarget === null) hv.host(TGT).domains.delete(UUID);
     else Object.assign(dom, { state: domainOnTarget.state, persistent: domainOnTarget.persistent, stateReason: domainOnTarget.reason });

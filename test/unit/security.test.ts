@@ -138,6 +138,8 @@ describe('credentials in URIs never show', () => {
     ['migrateOffline', (u) => hv.migrateOffline(u, UUID, target)],
     ['measureDirtyRate', (u) => hv.measureDirtyRate(u, UUID, 1)],
     ['undefineDomain', (u) => hv.undefineDomain(u, UUID)],
+    ['diskCopyJobs', (u) => hv.diskCopyJobs(u, UUID, ['vda'])],
+    ['setDiskCopyBandwidth', (u) => hv.setDiskCopyBandwidth(u, UUID, 10)],
   ];
   const methods: (keyof Hypervisor)[] = calls.map(([m]) => m as keyof Hypervisor);
 
@@ -149,6 +151,7 @@ describe('credentials in URIs never show', () => {
       setMaxDowntime: true, getMaxDowntime: true, setMigrationBandwidth: true, startPostCopy: true,
       domainNeeds: true, hostInterfaces: true, listNetworks: true, cpuIncompatibility: true, machineUnsupported: true,
       copyVolume: true, migrateOffline: true, undefineDomain: true, measureDirtyRate: true,
+      diskCopyJobs: true, setDiskCopyBandwidth: true,
     };
     expect([...methods].sort()).toEqual(Object.keys(port).sort());
   });

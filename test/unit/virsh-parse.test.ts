@@ -8,6 +8,7 @@ import {
   TextShapeError,
   parseBlkInfoAll,
   parseBlkInfoCapacity,
+  parseBlockJobRaw,
   parseDomInfo,
   parseDomState,
   parseDomStatsBlock,
@@ -18,12 +19,13 @@ import {
   parseNameList,
   parseNodeInfo,
   parsePoolInfo,
+  parseQmpReply,
   parseUuidList,
   parseVolListPaths,
 } from '../../hypervisor/text';
 import { samePath, uriHost } from '../../hypervisor/virsh';
 import { buildBatchScript, quoteVirshArg, splitBatchOutput } from '../../hypervisor/virsh-batch';
-import { XmlShapeError, parseDomainXml, parsePoolXml, parseVolumeXml } from '../../hypervisor/xml';
+import { XmlShapeError, parseDiskAliases, parseDomainXml, parsePoolXml, parseVolumeXml } from '../../hypervisor/xml';
 
 const fx = (name: string): string => readFileSync(join(__dirname, '../fixtures/virsh', name), 'utf8');
 const D1 = '6f0e1c52-9a1d-4c3e-8a55-0a0a0a0a0a01';
@@ -288,6 +290,39 @@ describe('domjobinfo --rawstats', () => {
 
   it('refuses non-raw output', () => {
     expect(() => parseJobInfoRaw(fx('domjobinfo-none.txt'))).toThrow(TextShapeError);
+  });
+});
+
+describe('disk copies of a migration', () => {
+  it('blockjob --info --raw of a migration mirror: bytes copied of the total and the limit in MiB/s', () => {
+    expect(parseBlockJobRaw('vda', fx('blockjob-info-raw-migration-copy.txt'))).toEqual({
+      target: 'vda',
+      processedBytes: 16777216,
+      totalBytes: 134217728,
+      bandwidthMiBps: 5,
+    });
+  });
+
+  it('no block job: null; an unlimited copy: bandwidth null; another job type is no disk copy', () => {
+    expect(parseBlockJobRaw('vda', fx('blockjob-info-raw-none.txt'))).toBeNull();
+    expect(parseBlockJobRaw('vda', ' type=Block Copy\n bandwidth=0\n cur=1\n end=2\n')?.bandwidthMiBps).toBeNull();
+    expect(parseBlockJobRaw('vda', ' type=Block Pull\n bandwidth=0\n cur=1\n end=2\n')).toBeNull();
+    expect(() => parseBlockJobRaw('vda', ' type=Block Copy\n bandwidth=0\n')).toThrow(TextShapeError);
+  });
+
+  it('QMP replies through qemu-monitor-command: virsh exits 0 for a QMP error, the JSON says it', () => {
+    expect(parseQmpReply(fx('qmp-block-job-set-speed-ok.txt'))).toEqual({ ok: true });
+    expect(parseQmpReply(fx('qmp-block-job-set-speed-not-found.txt'))).toEqual({
+      ok: false,
+      errorClass: 'DeviceNotActive',
+      desc: "Block job 'drive-nope' not found",
+    });
+    expect(() => parseQmpReply('error: something')).toThrow(TextShapeError);
+  });
+
+  it("the live XML's disk aliases (the mirror job of a disk is drive-<alias>)", () => {
+    expect(parseDiskAliases(fx('dumpxml-running.xml'))).toMatchObject({ vda: 'virtio-disk0', vdb: 'virtio-disk1', vdc: 'virtio-disk2' });
+    expect(parseDiskAliases(fx('dumpxml-inactive.xml'))).toEqual({});
   });
 });
 

@@ -99,7 +99,7 @@ describe('convergence control', () => {
     const view = await handle.tune({ maxDowntimeMs: 1_500, bandwidthMiBps: 50 });
     expect(view.maxDowntimeMs).toBe(1_500);
     expect(view.bandwidthMiBps).toBe(50);
-    expect(view.events.at(-1)?.what).toBe('operator: max downtime 1500 ms, bandwidth 50 MiB/s');
+    expect(view.events.at(-1)?.what).toMatch(/^operator: max downtime 1500 ms, bandwidth 50 MiB\/s \(memory(; no disk copy running| and the disk copy of vda)\)$/);
     const outcome = await handle.outcome();
     expect(outcome.status).toBe('migrated');
     expect(outcome.convergenceEvents.some((e) => e.what.startsWith('operator:'))).toBe(true);

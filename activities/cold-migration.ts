@@ -27,20 +27,40 @@ export interface ColdMigrateInput {
   plannedDisks: PlannedDisk[];
 }
 
-/** The copy's progress as the progress query shows a live migration's (the disks are all there is to move). */
-function copyStats(totalBytes: number, copiedBytes: number, startedAt: number): MigrationStats {
+/** One disk's stream so far (its total: the virtual size, what a raw file holds; a qcow2 file is usually smaller). */
+interface DiskStream {
+  target: string;
+  totalBytes: number;
+  copiedBytes: number;
+  startedAt: number | null;
+}
+
+/** bytes/s since `since`; null before any time passed. */
+function rate(bytes: number, since: number | null): number | null {
+  const ms = since === null ? 0 : Date.now() - since;
+  return ms > 0 ? Math.round((bytes / ms) * 1000) : null;
+}
+
+/** The copy's progress as the progress query shows a live migration's: all disks together, and each disk. */
+function copyStats(streams: readonly DiskStream[], startedAt: number, bandwidthMiBps: number | null): MigrationStats {
+  const done = streams.reduce((s, d) => s + d.copiedBytes, 0);
+  const total = Math.max(done, streams.reduce((s, d) => s + d.totalBytes, 0));
   return {
     jobType: 'cold-copy',
     elapsedMs: Date.now() - startedAt,
-    dataTotalBytes: totalBytes,
-    dataProcessedBytes: copiedBytes,
-    dataRemainingBytes: totalBytes - copiedBytes,
+    dataTotalBytes: total,
+    dataProcessedBytes: done,
+    dataRemainingBytes: total - done,
     memoryRemainingBytes: 0,
-    diskRemainingBytes: totalBytes - copiedBytes,
+    diskRemainingBytes: total - done,
     memoryIteration: null,
     dirtyRatePagesPerSec: null,
-    percent: totalBytes > 0 ? Math.min(100, Math.round((copiedBytes / totalBytes) * 1000) / 10) : 100,
+    percent: total > 0 ? Math.min(100, Math.round((done / total) * 1000) / 10) : 100,
     sampledAt: new Date().toISOString(),
+    disk: { processedBytes: done, totalBytes: total, bytesPerSec: rate(done, startedAt) },
+    disks: streams
+      .filter((d) => d.startedAt !== null)
+      .map((d) => ({ target: d.target, processedBytes: d.copiedBytes, totalBytes: Math.max(d.totalBytes, d.copiedBytes), bytesPerSec: rate(d.copiedBytes, d.startedAt), bandwidthMiBps })),
   };
 }
 
@@ -68,11 +88,11 @@ export function coldMigrationActivities(rt: ActivityRuntime) {
         await requireShutOff(hv, source, vmUuid, 'before the copy');
 
         const copied = input.plannedDisks.filter((d) => d.layout === 'copied');
-        const total = copied.reduce((s, d) => s + d.sizeBytes, 0);
+        const streams: DiskStream[] = copied.map((d) => ({ target: d.target, totalBytes: d.sizeBytes, copiedBytes: 0, startedAt: null }));
         const sourcePools = await hv.listPools(source.uri);
-        let done = 0;
         let lastSignal = 0;
-        for (const d of copied) {
+        for (const [i, d] of copied.entries()) {
+          const stream = streams[i]!;
           if (d.pool === null) throw new Error(`disk ${d.name} has no target pool in the storage plan`);
           const pool = d.pool;
           // A fresh volume first (this run's own, made by its create task): an earlier attempt's partial copy goes.
@@ -83,7 +103,9 @@ export function coldMigrationActivities(rt: ActivityRuntime) {
               ...(input.bandwidthMiBps !== null ? { bandwidthMiBps: input.bandwidthMiBps } : {}),
               signal: ctx.cancellationSignal,
               onProgress: (n) => {
-                const stats = copyStats(Math.max(total, done + n), done + n, startedAt);
+                stream.startedAt ??= Date.now();
+                stream.copiedBytes = n;
+                const stats = copyStats(streams, startedAt, input.bandwidthMiBps);
                 ctx.heartbeat({ stats });
                 if (Date.now() - lastSignal >= rt.signalEveryMs) {
                   lastSignal = Date.now();
@@ -97,8 +119,9 @@ export function coldMigrationActivities(rt: ActivityRuntime) {
           });
           if (bytes === undefined) await ctx.cancelled; // the copy was killed by the activity's cancellation
           if (bytes === null || bytes === undefined) throw nonRetryable(FailureType.MigrationFailed, `${source.name} no longer has the directory of ${d.path}`);
-          done += bytes;
+          stream.copiedBytes = bytes;
         }
+        const done = streams.reduce((s, x) => s + x.copiedBytes, 0);
         if (ctx.cancellationSignal.aborted) await ctx.cancelled;
         await requireShutOff(hv, source, vmUuid, 'during the copy');
         await hv.migrateOffline(source.uri, vmUuid, target.uri);

@@ -281,7 +281,8 @@ function copyLines(m: MigrationStats): string[] {
 
 function printProgress(p: MigrationProgress): void {
   const lines = [
-    `${p.vm.name} (${p.vm.uuid}): ${p.phase}`,
+    `${p.vm.name} (${p.vm.uuid}): ${p.phase}${p.mode ? ` (${p.mode})` : ''}`,
+    ...(p.rejectedTargets ?? []).map((t) => `  target ${t.host} refused${t.check ? ` (${t.check})` : ''}: ${t.reason}`),
     `  ${p.source} → ${p.target ?? '(choosing)'}; started ${p.startedAt}${p.deadline ? `, deadline ${p.deadline}` : ''}`,
     `  create attempts: ${Object.entries(p.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`,
     `  artifacts: ${p.artifacts.map((a) => (a.kind === 'volume' ? `volume ${a.name}` : a.kind === 'pool' ? `pool ${a.pool}` : `dir ${a.path}`)).join(', ') || '-'}`,

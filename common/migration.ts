@@ -298,6 +298,8 @@ export interface MigrationProgress {
   artifacts: Artifact[];
   /** Per disk: shared with the target or copied (null until the storage plan is made). */
   disks: ReportedDisk[] | null;
+  /** Targets claimed and given back so far (a pre-flight check or their storage refused the VM), with why. */
+  rejectedTargets: RejectedTarget[];
   /** Attempts per create task, e.g. {"directory": 1, "pool": 1, "disk:disk0.qcow2": 3}. */
   createAttempts: Record<string, number>;
   migration: MigrationStats | null;

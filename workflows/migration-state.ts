@@ -41,8 +41,8 @@ export interface RunClock {
 }
 
 export interface MigrationRun {
-  /** What the progress query shows, but the artifacts (they live in `reached`). */
-  progress: Omit<MigrationProgress, 'artifacts'>;
+  /** What the progress query shows, but the artifacts (they live in `reached`) and the rejected targets. */
+  progress: Omit<MigrationProgress, 'artifacts' | 'rejectedTargets'>;
   reached: Reached;
   request: MigrationRequest | null;
   /** How the storage reaches the target (set once a target passed its storage check). */
@@ -66,7 +66,7 @@ export function artifactsOf(r: Reached): Artifact[] {
 
 /** The progress query's answer. */
 export function progressOf(run: MigrationRun): MigrationProgress {
-  return { ...run.progress, artifacts: artifactsOf(run.reached) };
+  return { ...run.progress, artifacts: artifactsOf(run.reached), rejectedTargets: [...run.rejectedTargets] };
 }
 
 /** A new run with its handlers registered; the `cancel` signal cancels `forward`, the forward steps' scope. */

@@ -158,6 +158,8 @@ describe.skipIf(!canRunLab)('cold migration, paused VMs, pre-flight checks and t
         copied = (await handle.progress()).migration?.dataProcessedBytes ?? 0;
       }
       expect(copied).toBeGreaterThan(0);
+      const disks = (await handle.progress()).migration?.disks ?? [];
+      expect(disks.map((d) => d.target)).toEqual(['vda']); // the disk's own copy, with its rate once measured
       await expect(handle.tune({ bandwidthMiBps: 100 })).rejects.toThrow(/cold migration streams its volumes at the bandwidth it started with/);
       await handle.cancel();
       expect((await handle.outcome()).status).toBe('cancelled');

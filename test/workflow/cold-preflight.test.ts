@@ -95,8 +95,11 @@ describe('paused and stopped VMs (workflow, hypervisor double)', () => {
     const vm = await vmIn('shutoff');
     hv.copyBytesPerMs = 1;
     const handle = await ferry.startMigration(input(vm, { targetHost: 'h2' }));
-    for (let i = 0; i < 100 && (await handle.progress()).migration === null; i++) await new Promise((r) => setTimeout(r, 100));
-    expect((await handle.progress()).migration?.jobType).toBe('cold-copy');
+    for (let i = 0; i < 100 && ((await handle.progress()).migration?.disk?.processedBytes ?? 0) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const copying = (await handle.progress()).migration;
+    expect(copying?.jobType).toBe('cold-copy');
+    expect(copying?.disks?.map((d) => [d.target, d.totalBytes])).toEqual([['vda', 64 * 2 ** 20]]); // the disk's own progress
+    expect(copying?.disk?.processedBytes).toBeGreaterThan(0);
     await expect(handle.tune({ bandwidthMiBps: 100 })).rejects.toThrow(/cold migration streams its volumes at the bandwidth it started with/);
     await handle.cancel();
     const outcome = await handle.outcome();
@@ -134,6 +137,7 @@ describe('pre-flight checks and alternates (workflow, hypervisor double)', () =>
     const outcome = await ferry.migrate(input(vm));
     expect([outcome.status, outcome.target]).toEqual(['migrated', other]);
     expect(outcome.rejectedTargets).toEqual([{ host: preferred, check: 'bridges', reason: expect.stringMatching(new RegExp(`${preferred} has no bridge br-lan`)) }]);
+    expect((await (await ferry.getMigration(vm.uuid)).progress()).rejectedTargets).toEqual(outcome.rejectedTargets); // the progress query too
   });
 
   it('--target to a host without the bridge is refused naming the bridge, with nothing created there', async () => {

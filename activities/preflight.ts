@@ -6,23 +6,18 @@
  * refused with nothing created.
  */
 import type { HostRef, MigrationMode, PreflightCheck, PreflightResult, VmFacts } from '../common/migration';
-import { basenameOf, dirnameOf } from '../common/names';
-import { LibvirtError } from '../hypervisor/errors';
+import { basenameOf } from '../common/names';
+import { byDirectory } from '../common/storage';
 import type { DomainLocalFile, DomainNeeds, Hypervisor } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
 import { bridgesOnTarget, cpuOnTarget, filesOnTarget, machineOnTarget, networksOnTarget, noHostDevices } from './checks';
 import { guarded } from './failures';
-import { probeTag, withDirectoryPool } from './storage-plan';
+import { probeTag, unreachable, withDirectoryPool } from './storage-plan';
 
 export interface CheckTargetInput {
   vm: VmFacts;
   target: HostRef;
   mode: MigrationMode;
-}
-
-/** The target (or the source) cannot be reached: the create tasks' threshold decides, as without checks. */
-function unreachable(err: unknown): boolean {
-  return err instanceof LibvirtError && (err.kind === 'connection' || err.kind === 'timeout' || err.kind === 'busy');
 }
 
 /**
@@ -43,9 +38,7 @@ async function missingOn(hv: Hypervisor, vm: VmFacts, target: HostRef, files: re
   if (files.length === 0) return [];
   const pools = await hv.listPools(target.uri);
   const missing: DomainLocalFile[] = [];
-  const dirs = new Map<string, DomainLocalFile[]>();
-  for (const f of files) dirs.set(dirnameOf(f.path), [...(dirs.get(dirnameOf(f.path)) ?? []), f]);
-  for (const [dir, inDir] of dirs) {
+  for (const [dir, inDir] of byDirectory(files)) {
     const names = await withDirectoryPool(hv, target, pools, dir, probeTag(vm), async (pool) => new Set((await hv.listVolumes(target.uri, pool)).map((v) => v.name)));
     missing.push(...inDir.filter((f) => names === null || !names.has(basenameOf(f.path))));
   }

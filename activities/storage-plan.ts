@@ -107,8 +107,11 @@ export async function planDirectory(inventory: Inventory, hv: Hypervisor, c: Pla
   return { disks, directory: { path: dir, pool: place.pool, poolExists: place.poolExists, dirExists: seen.dirExists } };
 }
 
-/** The target (or the source) cannot be reached: the plan is made by the directory tasks instead, with their retries. */
-function unreachable(err: unknown): boolean {
+/**
+ * The target (or the source) cannot be reached: the storage plan is made by the directory tasks instead, and the
+ * pre-flight checks are skipped — the create tasks' threshold decides, with their retries.
+ */
+export function unreachable(err: unknown): boolean {
   return err instanceof LibvirtError && (err.kind === 'connection' || err.kind === 'timeout' || err.kind === 'busy');
 }
 

@@ -42,8 +42,13 @@ export function plannedCreates(plan: StoragePlan): string[] {
   return out;
 }
 
+/** A planned disk as the progress query, the report and the dry run show it. */
+export function reportedDisk(d: PlannedDisk): ReportedDisk {
+  return { target: d.target, path: d.path, layout: d.layout, ...(d.flattened ? { flattened: true } : {}) };
+}
+
 export function reportedDisks(plan: StoragePlan): ReportedDisk[] {
-  return plan.disks.map((d) => ({ target: d.target, path: d.path, layout: d.layout, ...(d.flattened ? { flattened: true } : {}) }));
+  return plan.disks.map(reportedDisk);
 }
 
 /** Create-task names per disk: `disk:<name>`, or `disk:<path>` where two disks share a name in different directories. */

@@ -205,8 +205,11 @@ export function uriHost(uri: string): string {
  * ("unable to connect to server at '10.0.0.3:16509': Connection refused") although the source answered.
  * Say which side was unreachable.
  */
-function migrateError(e: unknown, sourceUri: string, targetUri: string, what: string): unknown {
-  if (!(e instanceof LibvirtError) || e.kind !== 'connection') return e;
+function migrateError(raw: unknown, sourceUri: string, targetUri: string, what: string): unknown {
+  if (!(raw instanceof LibvirtError)) return raw;
+  // libvirt quotes the destination URI in its errors ("Failed to connect to remote libvirt URI …")
+  const e = redactLibvirtError(raw, [sourceUri, targetUri]);
+  if (e.kind !== 'connection') return e;
   const server = /unable to connect to server at '(\[[^\]]*\]|[^':]*)(?::\d+)?'/.exec(e.stderr)?.[1]?.replace(/^\[|\]$/g, '');
   const fromSource = /Failed to connect to remote libvirt URI/i.test(e.stderr);
   const targetSide =
@@ -799,9 +802,7 @@ export class VirshHypervisor implements Hypervisor {
         signal: opts.signal,
       });
     } catch (e) {
-      // libvirt quotes the destination URI in its errors ("Failed to connect to remote libvirt URI …")
-      const err = e instanceof LibvirtError ? redactLibvirtError(e, [sourceUri, targetUri]) : e;
-      throw migrateError(err, sourceUri, targetUri, what);
+      throw migrateError(e, sourceUri, targetUri, what);
     }
   }
 
@@ -998,8 +999,7 @@ export class VirshHypervisor implements Hypervisor {
     try {
       await this.exec(sourceUri, ['migrate', '--offline', '--persistent', '--undefinesource', '--p2p', `--domain=${uuid}`, `--desturi=${targetUri}`], what);
     } catch (e) {
-      const err = e instanceof LibvirtError ? redactLibvirtError(e, [sourceUri, targetUri]) : e;
-      throw migrateError(err, sourceUri, targetUri, what);
+      throw migrateError(e, sourceUri, targetUri, what);
     }
   }
 

@@ -6,7 +6,8 @@ import { ActivityFailure, ApplicationFailure, TimeoutFailure } from '@temporalio
 import { RetryState } from '@temporalio/common';
 import type { MigrationReport } from '../common/migration';
 import type { MigrationResultKind } from '../common/types';
-import type { FailureType } from '../common/failures';
+import { FailureType } from '../common/failures';
+import { InputError, validateMigrationInput, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 
 /** How a migration that did not move its VM ends. */
 export type Outcome = Exclude<MigrationResultKind, 'migrated'>;
@@ -66,4 +67,14 @@ export function attemptsOf(err: unknown, maxAttempts: number): number {
   if (detail && typeof detail.attempt === 'number') return detail.attempt;
   if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure) return maxAttempts;
   return 1;
+}
+
+/** The migration request, or bad input as a non-retryable `InvalidInput` naming every problem (nothing created). */
+export function validatedRequest(input: LiveMigrationInput): MigrationRequest {
+  try {
+    return validateMigrationInput(input);
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    throw ApplicationFailure.create({ type: FailureType.InvalidInput, message: err.message, nonRetryable: true, details: [{ problems: err.problems }] });
+  }
 }

@@ -36,8 +36,8 @@ import { FailureType } from '../common/failures';
 import { vmPoolName } from '../common/names';
 import { SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
 import { byDirectory, copiedDisks, dataToMove, diskTaskName, legacyPlan, ownPoolName, reportedDisks } from '../common/storage';
-import { InputError, migrationTimeoutMs, validateMigrationInput, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
-import { attemptsOf, rootApplicationFailure, rootMessage, StepFailure } from './failures';
+import { migrationTimeoutMs, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
+import { attemptsOf, rootApplicationFailure, rootMessage, StepFailure, validatedRequest } from './failures';
 import { artifactsOf, beginCopy, setPhase, startRun, tellParent, type MigrationRun, type Reached } from './migration-state';
 import { aborting, cleanup, createTasks, migration, mustComplete, quick, targetCleanup } from './proxies';
 import { buildReport, describeArtifact, describeFailure, finalFailure, historyRow, type FailureSummary } from './reports';
@@ -65,21 +65,16 @@ export async function liveMigration(input: LiveMigrationInput): Promise<Migratio
 // ---- step 1 -------------------------------------------------------------------------------------------
 
 function validateInput(run: MigrationRun, input: LiveMigrationInput): MigrationRequest {
-  try {
-    const request = validateMigrationInput(input);
-    run.request = request;
-    run.progress.vm = { name: request.vmName, uuid: request.vmUuid };
-    run.progress.source = request.sourceHost;
-    upsertSearchAttributes([
-      { key: SA_VM_UUID, value: request.vmUuid },
-      { key: SA_VM_NAME, value: request.vmName },
-      { key: SA_SOURCE, value: request.sourceHost },
-    ]);
-    return request;
-  } catch (err) {
-    if (!(err instanceof InputError)) throw err;
-    throw ApplicationFailure.create({ type: FailureType.InvalidInput, message: err.message, nonRetryable: true, details: [{ problems: err.problems }] });
-  }
+  const request = validatedRequest(input);
+  run.request = request;
+  run.progress.vm = { name: request.vmName, uuid: request.vmUuid };
+  run.progress.source = request.sourceHost;
+  upsertSearchAttributes([
+    { key: SA_VM_UUID, value: request.vmUuid },
+    { key: SA_VM_NAME, value: request.vmName },
+    { key: SA_SOURCE, value: request.sourceHost },
+  ]);
+  return request;
 }
 
 // ---- step 2 -------------------------------------------------------------------------------------------

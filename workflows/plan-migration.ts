@@ -5,19 +5,19 @@
  * result names the target, each disk shared or copied, what would be created there, every check's outcome, and
  * an estimate of the copy. A refusal is a result (`wouldMigrate: false`), not a failure.
  */
-import { ApplicationFailure, workflowInfo } from '@temporalio/workflow';
+import { workflowInfo } from '@temporalio/workflow';
 import type { CopyEstimate, MigrationPlan, PlannedCandidate, StoragePlan, VmFacts } from '../common/migration';
 import { modeOf } from '../common/migration';
-import { FailureType } from '../common/failures';
-import { dataToMove, plannedCreates } from '../common/storage';
-import { InputError, validateMigrationInput, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
+import { dataToMove, plannedCreates, reportedDisk } from '../common/storage';
+import type { LiveMigrationInput, MigrationRequest } from '../common/validation';
+import { validatedRequest } from './failures';
 import { quick } from './proxies';
 
 /** As many candidates as a migration gives back before it gives up. */
 const MAX_CANDIDATES = 3;
 
 export async function planMigration(input: LiveMigrationInput): Promise<MigrationPlan> {
-  const request = validate(input);
+  const request = validatedRequest(input);
   const vm = await quick.readVm({ sourceHost: request.sourceHost, vmName: request.vmName, vmUuid: request.vmUuid });
   const plan: MigrationPlan = {
     wouldMigrate: false,
@@ -37,19 +37,10 @@ export async function planMigration(input: LiveMigrationInput): Promise<Migratio
   plan.wouldMigrate = true;
   plan.reason = null;
   plan.target = chosen.target;
-  plan.disks = chosen.storage.disks.map((d) => ({ target: d.target, path: d.path, layout: d.layout, sizeBytes: d.sizeBytes, ...(d.flattened ? { flattened: true } : {}) }));
+  plan.disks = chosen.storage.disks.map((d) => ({ ...reportedDisk(d), sizeBytes: d.sizeBytes }));
   plan.creates = plannedCreates(chosen.storage);
   plan.estimate = await estimate(request, vm, chosen.storage);
   return plan;
-}
-
-function validate(input: LiveMigrationInput): MigrationRequest {
-  try {
-    return validateMigrationInput(input);
-  } catch (err) {
-    if (!(err instanceof InputError)) throw err;
-    throw ApplicationFailure.create({ type: FailureType.InvalidInput, message: err.message, nonRetryable: true, details: [{ problems: err.problems }] });
-  }
 }
 
 /** Placement without a claim, then each candidate's checks and storage, as selectTarget does them. */

@@ -85,8 +85,10 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
     .option('--vms <m>', 'number of VMs on the first host', '1')
     .option('--prefix <p>', 'names of hosts (<p>-h1…), bridge (<p>br0) and veths; 1-8 of [a-z0-9]', 'ferry')
     .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
+    .option('--guest <kind>', "what new VMs run: tiny (nothing boots) or linux (a Debian kernel writing checksummed records, on the guest network)", 'tiny')
     .option('--json', 'print the lab status as JSON')
-    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; json?: boolean }) => {
+    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; guest: string; json?: boolean }) => {
+      if (o.guest !== 'tiny' && o.guest !== 'linux') throw new CliExit(EXIT.badInput, `--guest must be tiny or linux (got ${o.guest})`);
       const hosts = wholeNumber('--hosts', o.hosts);
       const vms = wholeNumber('--vms', o.vms);
       const { checkLabPrefix, checkLabSize, LabError } = labModule();
@@ -97,7 +99,7 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
         if (e instanceof LabError) throw new CliExit(EXIT.badInput, e.message);
         throw e;
       }
-      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet });
+      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, guest: o.guest });
       if (o.json) printJson(status);
       else printLab(status);
     });
@@ -162,7 +164,12 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
 
 
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
-async function upLab(ctx: CliContext, hosts: number, vms: number, naming: { prefix?: string; subnet?: string } = {}): Promise<LabStatus> {
+async function upLab(
+  ctx: CliContext,
+  hosts: number,
+  vms: number,
+  naming: { prefix?: string; subnet?: string; guest?: 'tiny' | 'linux' } = {},
+): Promise<LabStatus> {
   const { labUp } = labModule();
   const { registerLab } = require('../lab/register') as typeof import('../lab/register');
   const status = await labUp({ home: ctx.home, hosts, vms, log, ...naming });
@@ -184,6 +191,7 @@ function printLab(s: LabStatus): void {
       { header: 'VM', value: (v) => v.name },
       { header: 'UUID', value: (v) => v.uuid },
       { header: 'HOST', value: (v) => v.host },
+      { header: 'GUEST', value: (v) => (v.guest?.kind === 'linux' ? `linux ${v.guest.ip}` : (v.guest?.kind ?? 'tiny')) },
     ]);
   }
 }

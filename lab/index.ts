@@ -54,6 +54,8 @@ import {
   LAB_DEFAULT_SUBNET,
   LAB_STORAGE_ROOT,
 } from './naming';
+import { ensureGuestNetwork, ensureProber, nextGuestAddress, teardownGuestNetwork } from './guest-net';
+import { checkLinuxGuest } from './linux-guest';
 import { assertSubnetFree, ensureBridge, ensureNsDir } from './network';
 import { ensureUsers, requireRoot, requireTools } from './preconditions';
 import { checkLabSize, checkVmSize, LAB_RANDOM_DATA_MIB, LAB_VM_MEMORY_MIB } from './sizes';
@@ -67,7 +69,7 @@ export { labDomainXml, escapeXml } from './xml';
 export type { LabDomainXmlOptions, LabDiskSpec } from './xml';
 export type { LabGuestSpec, DirtyGuestSpec, DirtyGuestParams } from './guest';
 export { dirtyGuestParams } from './guest';
-export type { LabAddVmOptions, LabHost, LabStatus, LabUpOptions, LabVm, LabVmState } from './types';
+export type { LabAddVmOptions, LabGuestKind, LabHost, LabStatus, LabUpOptions, LabVm, LabVmState } from './types';
 export { LabError } from './types';
 export {
   checkLabPrefix,
@@ -86,6 +88,9 @@ export {
 } from './naming';
 export { checkLabSize, LAB_MAX_HOSTS, LAB_MAX_VMS } from './sizes';
 export { labAddVm, labSerialLogPath } from './vms';
+export type { LinuxGuestSpec } from './linux-guest';
+export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
+export { verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
 export { startHostDaemon, stopHostDaemon } from './hosts';
 
 /**
@@ -116,6 +121,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   if (!state) {
     // Fresh start: remove whatever a crashed session of this prefix left, including this home's old lab dir.
     await teardownHosts(prefix, new Set(), existingNsDir(home), log);
+    await teardownGuestNetwork(prefix);
     await removeLabDir(home);
     state = {
       version: 1,
@@ -142,6 +148,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   await teardownHosts(prefix, new Set(st.hosts.map((h) => h.name)), nsReal, log);
   await ensureBridge(st.bridge, subnet);
   await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, st.bridge, log)));
+  await ensureGuestNetwork(st);
   await warmQemuCaps(home, st.hosts, log);
 
   const first = st.hosts[0];
@@ -149,11 +156,14 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   for (let k = 1; k <= o.vms; k++) {
     const name = `vm${k}`;
     if (st.vms.some((v) => v.name === name)) continue;
-    st.vms.push(newVmRecord({ name, memoryMiB: vmMemoryMiB, randomDataMiB, createdOn: first.name }));
+    const guest = o.guest === 'linux' ? { kind: 'linux' as const, ip: nextGuestAddress(st) } : undefined;
+    if (guest) checkLinuxGuest(guest, vmMemoryMiB);
+    st.vms.push(newVmRecord({ name, memoryMiB: vmMemoryMiB, randomDataMiB, createdOn: first.name, ...(guest ? { guest } : {}) }));
   }
   writeState(home, st); // before creating: a crash mid-way is repaired by the next labUp
 
   await ensureVmsRunning(home, st, first, log);
+  await ensureProber(home, st);
   return labStatus(home);
 }
 
@@ -169,6 +179,7 @@ export async function labDown(home: string, opts: { prefix?: string } = {}): Pro
   const prefix = checkLabPrefix(state?.prefix ?? opts.prefix ?? LAB_DEFAULT_PREFIX);
   const bridge = state?.bridge ?? labBridgeName(prefix);
   await teardownHosts(prefix, new Set(), existingNsDir(home), log);
+  await teardownGuestNetwork(prefix);
   if ((await ipLinks()).some((l) => l.ifname === bridge)) {
     await run('ip', ['link', 'delete', 'dev', bridge]);
   }

@@ -19,9 +19,17 @@ const StateVmSchema = z.object({
   diskMiB: z.number(),
   randomDataMiB: z.number(),
   createdOn: z.string(),
-  /** labAddVm's guest program (absent: nothing bootable, as labUp's VMs). */
+  /** The guest: labAddVm's boot-sector program, or a Linux guest (labUp --guest linux, labAddVm); absent: nothing bootable. */
   guest: z
-    .object({ kind: z.literal('dirty'), regionMiB: z.number(), pagesPerSec: z.union([z.number(), z.literal('max')]) })
+    .discriminatedUnion('kind', [
+      z.object({ kind: z.literal('dirty'), regionMiB: z.number(), pagesPerSec: z.union([z.number(), z.literal('max')]) }),
+      z.object({
+        kind: z.literal('linux'),
+        ip: z.string(),
+        recordsPerSec: z.number().optional(),
+        writeMiBPerSec: z.number().optional(),
+      }),
+    ])
     .optional(),
 });
 const StateSchema = z.object({

@@ -23,7 +23,7 @@ import { VirshHypervisor } from '../../hypervisor/virsh';
 import type { Inventory, SyncResult } from '../../inventory/store';
 import { syncInventory } from '../../inventory/sync';
 import { escapeXml, hostPath, type LabHost, type LabStatus } from '../../lab';
-import { dirtyBootSector, type LabGuestSpec } from '../../lab/guest';
+import { dirtyBootSector, type DirtyGuestSpec } from '../../lab/guest';
 import { nsDir } from '../../lab/naming';
 import { allPids, nsInodeOfFile, nsInodeOfPid } from '../../lab/sys';
 import { prng } from './prng';
@@ -453,7 +453,7 @@ export interface PlainVmSpec {
   /** A virtio NIC on this bridge (made inside the host's network namespace first). */
   bridge?: string;
   /** A guest program in the first disk's boot sector (lab/guest.ts, e.g. a memory-dirtying loop). */
-  guest?: LabGuestSpec;
+  guest?: DirtyGuestSpec;
   /** Default running. */
   state?: 'running' | 'paused' | 'shutoff';
   /** A custom CPU: qemu64 with these features required (e.g. one TCG cannot provide, for a stopped VM). */

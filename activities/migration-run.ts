@@ -130,6 +130,7 @@ export class MigrationRun {
         ...(bandwidthMiBps !== null ? { bandwidthMiBps } : {}),
         autoConverge: convergence.autoConverge,
         postCopy: convergence.postCopy,
+        ...(convergence.syncDiskWrites ? { syncDiskWrites: true } : {}),
         ...(this.copyDisks !== undefined ? { copyDisks: this.copyDisks } : {}),
         ...(this.sharedStorageProven ? { sharedStorageProven: true } : {}),
         clientTimeoutMs,

@@ -20,6 +20,7 @@ export interface MigrateOptions {
   keepSource?: boolean;
   autoConverge?: boolean;
   postCopy?: boolean;
+  syncDiskWrites?: boolean;
   maxDowntime?: string;
   maxDowntimeRamp?: string;
   progressTimeout?: string;
@@ -40,6 +41,7 @@ function convergence(o: MigrateOptions): Record<string, unknown> | undefined {
   const c: Record<string, unknown> = {
     ...(o.autoConverge ? { autoConverge: true } : {}),
     ...(o.postCopy ? { postCopy: true } : {}),
+    ...(o.syncDiskWrites ? { syncDiskWrites: true } : {}),
     ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) } : {}),
     ...(o.maxDowntimeRamp !== undefined ? { maxDowntimeRamp: { maxMs: numeric(o.maxDowntimeRamp) } } : {}),
     ...(o.progressTimeout !== undefined ? { progressTimeout: o.progressTimeout } : {}),
@@ -67,6 +69,7 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--keep-source', "keep the source's old disks after success")
     .option('--auto-converge', 'throttle the guest while memory does not converge')
     .option('--post-copy', 'allow switching to post-copy (on a deadline with --on-deadline post-copy, or by `ferry tune`)')
+    .option('--sync-disk-writes', "copied disks: guest writes reach the target before they complete, so a busy writer cannot stop the disk copy converging (it slows to the copy's pace)")
     .option('--max-downtime <ms>', 'initial maximum downtime of the switch-over (default 300)')
     .option('--max-downtime-ramp <ms>', 'raise the max downtime in steps up to this while memory iterations stall')
     .option('--progress-timeout <duration>', 'deadline: no new low of the remaining data for this long (default 150s)')
@@ -162,6 +165,7 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
   const vm = await ctx.resolveVm(o.vm, o.source);
   const inv = await ctx.inventory();
   const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
+  const c = convergence(o);
   const input = {
     sourceHost: source,
     vmName: vm.name,
@@ -171,6 +175,7 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
     ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
     ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) } : {}),
     ...(o.keepSource ? { options: { keepSourceStorage: true } } : {}),
+    ...(c !== undefined ? { convergence: c } : {}),
   } as LiveMigrationInput;
 
   const ferry = await ctx.client();

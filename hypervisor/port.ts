@@ -212,6 +212,8 @@ export interface MigrateOptions {
   autoConverge?: boolean;
   /** `--postcopy`: the migration may be switched to post-copy later (startPostCopy). */
   postCopy?: boolean;
+  /** `--copy-storage-synchronous-writes`: the disk mirrors run write-blocking (only with disks copied). */
+  syncDiskWrites?: boolean;
   /**
    * Target devs of the disks to copy into the volumes pre-created on the target (`--copy-storage-all
    * --migrate-disks`); `[]` copies no disk (every disk is on storage the target shares). Undefined: copy every

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundError, type FerryClient, type MigrationHandle } from '../client';
 import { printPlan } from './plan-output';
 import type { LiveMigrationInput } from '../common/validation';
+import { migrationInput, tuneRequest, type MigrationRequestFields } from '../client/requests';
 import { InputError } from '../common/validation';
 import type { MigrationProgress, MigrationReport, MigrationStats } from '../common/migration';
 import { TERMINAL_PHASES } from '../common/migration';
@@ -10,44 +11,12 @@ import { formatDuration } from '../common/durations';
 import type { CliContext } from './context';
 import { CliExit, EXIT, copyFigures, mib, mibPerSec, printJson } from './output';
 
-export interface MigrateOptions {
+export interface MigrateOptions extends MigrationRequestFields {
   vm: string;
   source?: string;
-  target?: string;
-  createAttempts?: string;
-  timeout?: string;
-  bandwidth?: string;
-  keepSource?: boolean;
-  autoConverge?: boolean;
-  postCopy?: boolean;
-  syncDiskWrites?: boolean;
-  maxDowntime?: string;
-  maxDowntimeRamp?: string;
-  progressTimeout?: string;
-  onDeadline?: string;
   wait: boolean;
   json?: boolean;
   dryRun?: boolean;
-}
-
-/** A number when the text is one; the text itself otherwise, so validation names the problem. */
-function numeric(text: string | undefined): number | string | undefined {
-  if (text === undefined) return undefined;
-  return /^-?\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : text;
-}
-
-/** The --auto-converge/--post-copy/… flags as the workflow's `convergence` object (validated there). */
-function convergence(o: MigrateOptions): Record<string, unknown> | undefined {
-  const c: Record<string, unknown> = {
-    ...(o.autoConverge ? { autoConverge: true } : {}),
-    ...(o.postCopy ? { postCopy: true } : {}),
-    ...(o.syncDiskWrites ? { syncDiskWrites: true } : {}),
-    ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) } : {}),
-    ...(o.maxDowntimeRamp !== undefined ? { maxDowntimeRamp: { maxMs: numeric(o.maxDowntimeRamp) } } : {}),
-    ...(o.progressTimeout !== undefined ? { progressTimeout: o.progressTimeout } : {}),
-    ...(o.onDeadline !== undefined ? { onDeadline: o.onDeadline } : {}),
-  };
-  return Object.keys(c).length > 0 ? c : undefined;
 }
 
 export function exitCodeFor(status: MigrationReport['status']): number {
@@ -117,11 +86,7 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
       const vm = await ctx.resolveVm(ref);
       const handle = await findMigration(ctx, vm.uuid);
       if (handle === null || !(await handle.isRunning())) throw new CliExit(EXIT.badInput, `${vm.name} has no running migration to tune`);
-      const req = {
-        ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) as number } : {}),
-        ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) as number } : {}),
-        ...(o.postCopyNow ? { postCopyNow: true } : {}),
-      };
+      const req = tuneRequest(o);
       let view;
       try {
         view = await handle.tune(req);
@@ -165,18 +130,7 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
   const vm = await ctx.resolveVm(o.vm, o.source);
   const inv = await ctx.inventory();
   const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
-  const c = convergence(o);
-  const input = {
-    sourceHost: source,
-    vmName: vm.name,
-    vmUuid: vm.uuid,
-    ...(o.target !== undefined ? { targetHost: o.target } : {}),
-    ...(o.createAttempts !== undefined ? { createAttempts: numeric(o.createAttempts) } : {}),
-    ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
-    ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) } : {}),
-    ...(o.keepSource ? { options: { keepSourceStorage: true } } : {}),
-    ...(c !== undefined ? { convergence: c } : {}),
-  } as LiveMigrationInput;
+  const input = migrationInput(vm, source, o);
 
   const ferry = await ctx.client();
   if (o.dryRun) return dryRun(ferry, input, o.json === true);

@@ -828,6 +828,18 @@ export class SqlInventory implements Inventory {
       where.push('(source = ? OR target = ?)');
       params.push(filter.host, filter.host);
     }
+    if (filter.result !== undefined) {
+      where.push('result = ?');
+      params.push(filter.result);
+    }
+    if (filter.since !== undefined) {
+      where.push('started_at >= ?');
+      params.push(filter.since);
+    }
+    if (filter.until !== undefined) {
+      where.push('started_at < ?');
+      params.push(filter.until);
+    }
     let sql = `SELECT ${HISTORY_COLUMNS} FROM history`;
     if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
     sql += ' ORDER BY started_at DESC, id DESC';
@@ -837,6 +849,13 @@ export class SqlInventory implements Inventory {
       }
       sql += ' LIMIT ?';
       params.push(filter.limit);
+      if (filter.offset !== undefined) {
+        if (!Number.isInteger(filter.offset) || filter.offset < 0) {
+          throw new InventoryError('invalid', `history offset must be a whole number (got ${filter.offset})`);
+        }
+        sql += ' OFFSET ?';
+        params.push(filter.offset);
+      }
     }
     return (await this.db.query<HistoryRow>(sql, params)).map(toHistory);
   }

@@ -62,7 +62,14 @@ export interface HostCapacityUpdate {
 export interface HistoryFilter {
   vm?: string;
   host?: string;
+  /** Only rows with this result (migrated, aborted, timed-out, cancelled, failed). */
+  result?: string;
+  /** Only rows started at or after / before this ISO time. */
+  since?: string;
+  until?: string;
   limit?: number;
+  /** Rows to skip (newest first), for pages. */
+  offset?: number;
 }
 
 /** Lists hold VM names. `skipped`: VMs left alone because a migration holds them. */

@@ -32,6 +32,7 @@ export const COMMAND_MODULES: readonly { commands: readonly string[]; load: () =
   { commands: ['hosts', 'vms', 'inventory', 'reconcile', 'history'], load: async () => (require('./inventory-commands') as typeof import('./inventory-commands')).registerInventoryCommands },
   { commands: ['migrate', 'status', 'tune', 'cancel'], load: async () => (require('./migrate-commands') as typeof import('./migrate-commands')).registerMigrateCommands },
   { commands: ['evacuate', 'schedule'], load: async () => (require('./fleet-commands') as typeof import('./fleet-commands')).registerFleetCommands },
+  { commands: ['ui'], load: async () => (require('./ui-command') as typeof import('./ui-command')).registerUiCommand },
   { commands: ['worker', 'demo'], load: async () => registerProcessCommands },
 ];
 

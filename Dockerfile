@@ -13,6 +13,8 @@ COPY cli ./cli
 COPY hypervisor ./hypervisor
 COPY inventory ./inventory
 COPY lab ./lab
+COPY webui ./webui
+COPY scripts/build-webui.cjs ./scripts/build-webui.cjs
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

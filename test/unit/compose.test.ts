@@ -26,7 +26,7 @@ describe('docker-compose.yml', () => {
     };
     const s = config.services;
     expect(Object.keys(s).sort()).toEqual(
-      ['ferry-inventory-init', 'ferry-worker', 'postgresql', 'temporal', 'temporal-admin-tools', 'temporal-create-namespace', 'temporal-ui'].sort(),
+      ['ferry-inventory-init', 'ferry-worker', 'grafana', 'postgresql', 'prometheus', 'temporal', 'temporal-admin-tools', 'temporal-create-namespace', 'temporal-ui'].sort(),
     );
     expect(s.temporal?.image).toMatch(/^temporalio\/server:/);
     expect(s['temporal-ui']?.image).toMatch(/^temporalio\/ui:/);
@@ -54,5 +54,22 @@ describe('docker-compose.yml', () => {
     expect(worker?.depends_on?.['ferry-inventory-init']?.condition).toBe('service_completed_successfully');
     // the init step sets the same password the worker's URL carries
     expect(init?.environment?.FERRY_DB_PASSWORD).toBe(decodeURIComponent(url.password));
+  });
+
+  it('provisions Grafana with the Ferry dashboard and a Prometheus that scrapes the worker', async () => {
+    const config = JSON.parse(await compose(['-f', 'docker-compose.yml', 'config', '--format', 'json'])) as {
+      services: Record<string, { image?: string; environment?: Record<string, string>; volumes?: { source?: string; target?: string }[] }>;
+    };
+    const s = config.services;
+    expect(s['ferry-worker']?.environment?.FERRY_METRICS_ADDRESS).toBe('0.0.0.0:9464');
+    const mount = (svc: string, target: string) => (s[svc]?.volumes ?? []).find((v) => v.target === target)?.source ?? '';
+    expect(path.relative(REPO, mount('grafana', '/var/lib/grafana/dashboards'))).toBe(path.join('grafana', 'dashboards'));
+    expect(path.relative(REPO, mount('grafana', '/etc/grafana/provisioning'))).toBe(path.join('grafana', 'provisioning'));
+    expect(fs.readFileSync(path.join(REPO, 'grafana', 'provisioning', 'dashboards', 'ferry.yml'), 'utf8')).toContain('path: /var/lib/grafana/dashboards');
+    expect(fs.readFileSync(path.join(REPO, 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')).toContain('uid: ferry-prometheus');
+    expect(path.relative(REPO, mount('prometheus', '/etc/prometheus/prometheus.yml'))).toBe(path.join('prometheus', 'prometheus.yml'));
+    expect(fs.readFileSync(path.join(REPO, 'prometheus', 'prometheus.yml'), 'utf8')).toContain('ferry-worker:9464');
+    expect(s.grafana?.image).toMatch(/^grafana\/grafana:/);
+    expect(s.prometheus?.image).toMatch(/^prom\/prometheus:/);
   });
 });

@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installMetrics } from '../../worker';
+import { dashboardPanels, metricNames } from '../support/grafana';
 import { startWorkflowWorld, type WorkflowWorld } from '../support/workflow-env';
 
 let w: WorkflowWorld;
@@ -58,5 +59,9 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/ferry_migration_bytes\w*\{[^}]*result="migrated"/);
     expect(text).toMatch(/ferry_create_task_attempts\w*\{[^}]*task="disk"/);
     expect(text).toMatch(/ferry_evacuation_vms\w*\{[^}]*host="h1"[^}]*status="migrated"[^}]*\} 1/);
+    // every metric the Grafana dashboard queries is on this endpoint
+    const exported = new Set(text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split(/[{ ]/)[0]));
+    const queried = dashboardPanels().flatMap((p) => (p.targets ?? []).flatMap((t) => metricNames(t.expr ?? '')));
+    expect(queried.filter((n) => !exported.has(n))).toEqual([]);
   });
 });

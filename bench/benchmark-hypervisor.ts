@@ -11,6 +11,7 @@
  * thousands of workflows does not grow without bound. No fault injection is used.
  */
 import type { DomainInfo, Hypervisor } from '../hypervisor/port';
+import type { Inventory } from '../inventory';
 import { MemoryHypervisor } from '../test/support/memory-hypervisor';
 
 export class BenchmarkHypervisor extends MemoryHypervisor implements Hypervisor {
@@ -24,4 +25,26 @@ export class BenchmarkHypervisor extends MemoryHypervisor implements Hypervisor 
     if (this.calls.length >= 1000) this.calls.length = 0;
     return super.getDomain(uri, uuid);
   }
+}
+
+/** A benchmark hypervisor holding the inventory's hosts and VMs (every VM running where the inventory says). */
+export async function benchmarkHypervisorFor(inventory: Inventory): Promise<BenchmarkHypervisor> {
+  const hv = new BenchmarkHypervisor();
+  const hosts = await inventory.listHosts();
+  for (const h of hosts) hv.addHost(h.uri, h.name);
+  const uriOf = new Map(hosts.map((h) => [h.name, h.uri]));
+  for (const vm of await inventory.listVms()) {
+    const first = vm.disks[0];
+    if (!first) continue;
+    hv.addVm(uriOf.get(vm.host) ?? '', {
+      uuid: vm.uuid,
+      name: vm.name,
+      memoryMiB: vm.memoryMiB,
+      vcpus: vm.vcpus,
+      dir: first.path.slice(0, first.path.lastIndexOf('/')),
+      pool: `ferry-${vm.uuid}`,
+      disks: vm.disks.map((d) => ({ name: d.name, target: d.target, sizeBytes: d.sizeBytes, format: d.format })),
+    });
+  }
+  return hv;
 }

@@ -98,7 +98,7 @@ function syntheticVms(hosts: number, vmsPerHost: number): SyntheticVm[] {
 }
 
 /** Loads the synthetic fleet straight into the file (after the inventory created its schema). */
-function seed(file: string, hosts: number, vmsPerHost: number): SyntheticVm[] {
+export function seed(file: string, hosts: number, vmsPerHost: number): SyntheticVm[] {
   const { hostRows, vms } = syntheticFleet(hosts, vmsPerHost);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');

@@ -15,7 +15,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type WorkerOptions } from '@temporalio/worker';
 import { openInventory } from '../inventory';
 import { createFerryWorker } from '../worker';
-import { BenchmarkHypervisor } from './benchmark-hypervisor';
+import { benchmarkHypervisorFor } from './benchmark-hypervisor';
 
 export interface WorkerSample {
   t: number;
@@ -37,23 +37,7 @@ async function main(): Promise<void> {
   const dir = arg('dir');
   const options = JSON.parse(arg('options')) as Partial<WorkerOptions>;
   const inventory = await openInventory(arg('inventory'));
-  const hv = new BenchmarkHypervisor();
-  for (const h of await inventory.listHosts()) hv.addHost(h.uri, h.name);
-  const uriOf = new Map((await inventory.listHosts()).map((h) => [h.name, h.uri]));
-  for (const vm of await inventory.listVms()) {
-    const first = vm.disks[0];
-    if (!first) continue;
-    const vmDir = first.path.slice(0, first.path.lastIndexOf('/'));
-    hv.addVm(uriOf.get(vm.host) ?? '', {
-      uuid: vm.uuid,
-      name: vm.name,
-      memoryMiB: vm.memoryMiB,
-      vcpus: vm.vcpus,
-      dir: vmDir,
-      pool: `ferry-${vm.uuid}`,
-      disks: vm.disks.map((d) => ({ name: d.name, target: d.target, sizeBytes: d.sizeBytes, format: d.format })),
-    });
-  }
+  const hv = await benchmarkHypervisorFor(inventory);
   const address = arg('address');
   const connection = await NativeConnection.connect({ address });
   const clientConnection = await Connection.connect({ address });

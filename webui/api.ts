@@ -3,7 +3,7 @@
  * same calls and validation the CLI makes. Nothing here returns a libvirt URI: the page gets host names,
  * addresses, capacity and state only, and every error message is passed through redactText.
  */
-import { InputError, MigrationAlreadyRunningError, MigrationRejectedError, WorkflowNotFoundError, type FerryClient } from '../client';
+import { InputError, MigrationAlreadyRunningError, MigrationHandle, MigrationRejectedError, WORKFLOW_TYPES, WorkflowNotFoundError, type FerryClient } from '../client';
 import { EvacuationAlreadyRunningError, getEvacuation, startEvacuation, type EvacuationProgress } from '../client/fleet';
 import { migrationInput, tuneRequest, type MigrationRequestFields } from '../client/requests';
 import { TERMINAL_PHASES, type MigrationProgress } from '../common/migration';
@@ -52,7 +52,7 @@ export interface LiveView {
 
 export class UiApi {
   /** Migrations seen running (workflow id → last progress, and when it ended). */
-  private readonly tracked = new Map<string, { vmUuid: string; progress: MigrationProgress | null; endedAt: number | null }>();
+  private readonly tracked = new Map<string, { progress: MigrationProgress | null; endedAt: number | null }>();
 
   constructor(
     readonly inventory: Inventory,
@@ -120,11 +120,19 @@ export class UiApi {
     };
   }
 
-  /** Running migrations (from the claims, and those the UI started) with their progress; running evacuations. */
+  /**
+   * Running migrations (Temporal's list of running liveMigration workflows — waiting for a slot, copying or
+   * compensating — and those the UI started) with their progress; finished ones stay a while with their end.
+   * Running evacuations with theirs.
+   */
   async live(): Promise<LiveView> {
     const errors: string[] = [];
-    for (const c of await this.inventory.listClaims()) {
-      if (!this.tracked.has(c.workflowId)) this.tracked.set(c.workflowId, { vmUuid: c.vmUuid, progress: null, endedAt: null });
+    try {
+      for await (const w of this.ferry.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.liveMigration}' AND ExecutionStatus = 'Running'` })) {
+        if (!this.tracked.has(w.workflowId)) this.tracked.set(w.workflowId, { progress: null, endedAt: null });
+      }
+    } catch (err) {
+      errors.push(`migrations: ${message(err)}`);
     }
     const now = Date.now();
     await Promise.all(
@@ -134,7 +142,7 @@ export class UiApi {
           return;
         }
         try {
-          t.progress = await (await this.ferry.getMigration(t.vmUuid)).progress();
+          t.progress = await new MigrationHandle(this.ferry.client.workflow.getHandle(id)).progress();
           if (TERMINAL_PHASES.includes(t.progress.phase)) t.endedAt = now;
         } catch (err) {
           if (err instanceof WorkflowNotFoundError) this.tracked.delete(id);
@@ -144,7 +152,7 @@ export class UiApi {
     );
     const evacuations: EvacuationProgress[] = [];
     try {
-      for await (const w of this.ferry.client.workflow.list({ query: `WorkflowType = 'evacuateHost' AND ExecutionStatus = 'Running'` })) {
+      for await (const w of this.ferry.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.evacuateHost}' AND ExecutionStatus = 'Running'` })) {
         evacuations.push(await getEvacuation(this.ferry.client, w.workflowId.replace(/^ferry-evacuate-/, '')).progress());
       }
     } catch (err) {
@@ -164,7 +172,7 @@ export class UiApi {
     return refusedAs(async () => {
       if (body.dryRun === true) return { plan: await this.ferry.planMigration(input) };
       const handle = await this.ferry.startMigration(input);
-      this.tracked.set(handle.workflowId, { vmUuid: vm.uuid, progress: null, endedAt: null });
+      this.tracked.set(handle.workflowId, { progress: null, endedAt: null });
       return { workflowId: handle.workflowId };
     });
   }

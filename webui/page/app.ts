@@ -258,6 +258,7 @@ async function main(): Promise<void> {
   wire();
   await Promise.all([loadHosts(), loadVms(), loadHistory()]);
   connect();
+  document.body.dataset['readyMs'] = performance.now().toFixed(0); // from navigation start: bench/ui.ts reads it
   document.body.dataset['ready'] = '1';
 }
 

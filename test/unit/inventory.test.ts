@@ -478,6 +478,15 @@ for (const backend of BACKENDS) {
         expect(ids(await inv.listHistory({ limit: 2 }))).toEqual(['wf-3', 'wf-2']);
         await expect(inv.listHistory({ limit: 0 })).rejects.toThrow(/positive integer/);
       });
+
+      it('filters by result and time range, and pages with an offset (ferry ui)', async () => {
+        for (const n of [1, 2, 3, 4]) await inv.recordHistory(row(n, n === 2 ? { result: 'cancelled' } : {}));
+        const ids = (rows: HistoryRecord[]): string[] => rows.map((r) => r.workflowId);
+        expect(ids(await inv.listHistory({ result: 'cancelled' }))).toEqual(['wf-2']);
+        expect(ids(await inv.listHistory({ since: '2025-01-02T00:00:00.000Z', until: '2025-01-04T00:00:00.000Z' }))).toEqual(['wf-3', 'wf-2']);
+        expect(ids(await inv.listHistory({ limit: 2, offset: 2 }))).toEqual(['wf-2', 'wf-1']);
+        await expect(inv.listHistory({ limit: 2, offset: -1 })).rejects.toThrow(/offset must be a whole number/);
+      });
     });
   });
 }

@@ -49,10 +49,14 @@ export function tokenOk(token: string | null, presented: string | undefined): bo
   return token === null || (presented !== undefined && same(token, presented));
 }
 
-/** Why a request is refused before routing (null: go on). */
+/**
+ * Why a request is refused before routing (null: go on). Without a token (loopback) only the server's own Host
+ * names are answered, so a page on another name resolving to 127.0.0.1 (DNS rebinding) gets nothing; with a
+ * token any Host is (a --listen on 0.0.0.0 is reached by names the server cannot know), the token being the guard.
+ */
 export function refusal(req: IncomingMessage, o: { token: string | null; hosts: readonly string[]; queryToken?: string | null }): { status: number; message: string } | null {
   const host = req.headers.host ?? '';
-  if (!o.hosts.includes(host)) {
+  if (o.token === null && !o.hosts.includes(host)) {
     return { status: 421, message: `this server answers to ${o.hosts.join(' or ')}, not "${host}": open it by that address` };
   }
   const presented = presentedToken(req) ?? o.queryToken ?? undefined;

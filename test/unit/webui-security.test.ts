@@ -24,8 +24,10 @@ describe('ferry ui security', () => {
     expect(refusal(req('GET', { host: '127.0.0.1:8780', cookie: 'a=b; ferry_ui_token=the-token-0123456789' }), o)).toBeNull();
   });
 
-  it('answers only to its own Host (no DNS rebinding)', () => {
+  it('without a token answers only to its own Host (no DNS rebinding); with one, to any name it is reached by', () => {
     expect(refusal(req('GET', { host: 'evil.example:8780' }), { token: null, hosts: HOSTS })?.status).toBe(421);
+    const t = 'the-token-0123456789';
+    expect(refusal(req('GET', { host: 'ferry.example:8780', authorization: `Bearer ${t}` }), { token: t, hosts: ['0.0.0.0:8780'] })).toBeNull();
   });
 
   it('refuses cross-site and header-less state-changing requests', () => {

@@ -15,6 +15,7 @@ import { createFerryWorker } from '../worker';
 import { startUiServer } from '../webui/server';
 import { freePort } from '../test/support/lab-harness';
 import { startTemporal } from '../test/support/temporal';
+import { CHROMIUM, CHROMIUM_ARGS } from '../test/support/chromium';
 import { prng } from '../test/support/prng';
 import { benchmarkHypervisorFor } from './benchmark-hypervisor';
 import { load1, log, summarize, table, ms, type Summary } from './common';
@@ -76,7 +77,7 @@ export async function uiBench(o: UiBenchOptions): Promise<UiBenchResult> {
   await waitFor(async () => (await inventory.listClaims()).length >= o.migrations, 120_000, `${o.migrations} migrations holding claims`);
 
   const ui = await startUiServer({ inventory, ferry, port: await freePort(), token: null, temporalUi: 'http://127.0.0.1:8233' });
-  const browser = await chromium.launch({ executablePath: process.env['FERRY_CHROMIUM'] || '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   try {
     const api: Record<string, number[]> = {};
     for (const p of ['/api/hosts', '/api/vms?page=0', '/api/history?page=0', '/api/live']) {

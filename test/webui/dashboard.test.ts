@@ -16,11 +16,10 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { startUiServer, type UiServer } from '../../webui/server';
 import { canRunLab, freePort, startLabHarness, whereRuns, type LabHarness } from '../support/lab-harness';
 import { eventually } from '../support/temporal';
+import { CHROMIUM, CHROMIUM_ARGS } from '../support/chromium';
 
-const CHROMIUM = process.env['FERRY_CHROMIUM'] || '/usr/bin/chromium';
 const BUILT = fs.existsSync(path.join(__dirname, '..', '..', 'dist', 'webui', 'assets', 'app.js'));
 const canRun = canRunLab && fs.existsSync(CHROMIUM) && BUILT;
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => {
   let h: LabHarness;

@@ -16,24 +16,9 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import type { MigrationReport } from '../../common/migration';
 import { canRunLab, startLabHarness, whereRuns, type LabHarness } from '../support/lab-harness';
 import { eventually } from '../support/temporal';
+import { CHROMIUM, CHROMIUM_ARGS } from '../support/chromium';
 
-const CHROMIUM = process.env['FERRY_CHROMIUM'] || '/usr/bin/chromium';
 const canRun = canRunLab && fs.existsSync(CHROMIUM);
-
-/**
- * As root, in a closed network: no sandbox (root), no GPU, and none of Chromium's own background traffic
- * (component updates, sync, QUIC probes), whose refused connections otherwise stall it. Playwright adds
- * --headless and passes the fresh profile directory as --user-data-dir.
- */
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 describe.skipIf(!canRun)('the Temporal Web UI starts a live migration (headless Chromium)', () => {
   let h: LabHarness;

@@ -160,14 +160,11 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     });
 }
 
-/** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
-export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
-  const vm = await ctx.resolveVm(o.vm, o.source);
-  const inv = await ctx.inventory();
-  const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
+/** The workflow input for `ferry migrate`'s flags (validated by the workflow's own rules, not here). */
+export function migrateInputOf(o: MigrateOptions, vm: { name: string; uuid: string }, sourceHost: string): LiveMigrationInput {
   const c = convergence(o);
-  const input = {
-    sourceHost: source,
+  return {
+    sourceHost,
     vmName: vm.name,
     vmUuid: vm.uuid,
     ...(o.target !== undefined ? { targetHost: o.target } : {}),
@@ -177,6 +174,14 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
     ...(o.keepSource ? { options: { keepSourceStorage: true } } : {}),
     ...(c !== undefined ? { convergence: c } : {}),
   } as LiveMigrationInput;
+}
+
+/** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
+export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
+  const vm = await ctx.resolveVm(o.vm, o.source);
+  const inv = await ctx.inventory();
+  const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
+  const input = migrateInputOf(o, vm, source);
 
   const ferry = await ctx.client();
   if (o.dryRun) return dryRun(ferry, input, o.json === true);
@@ -323,7 +328,7 @@ function printReport(r: MigrationReport): void {
     r.status === 'migrated'
       ? r.mode === 'cold'
         ? `${r.vm} migrated cold ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (stopped: no downtime)`
-        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
+        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms${r.guestDowntimeMs !== null && r.guestDowntimeMs !== undefined ? `, the guest did not answer for ${r.guestDowntimeMs} ms` : ''})`
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
   const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];
   if (r.bytesTransferred !== null) lines.push(`  bytes transferred: ${mib(r.bytesTransferred)}`);

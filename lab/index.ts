@@ -89,8 +89,10 @@ export {
 export { checkLabSize, LAB_MAX_HOSTS, LAB_MAX_VMS } from './sizes';
 export { labAddVm, labSerialLogPath } from './vms';
 export type { LinuxGuestSpec } from './linux-guest';
-export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
-export { verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
+export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, labGuestObserver, labProbeGuest, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
+export { linuxGuestBoot, type LinuxGuestBoot } from './linux-guest';
+export { guestBootDir } from './naming';
+export { verifyGuestDisk, verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
 export { startHostDaemon, stopHostDaemon } from './hosts';
 
 /**
@@ -131,6 +133,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
       bridge: labBridgeName(prefix),
       hosts: [],
       vms: [],
+      probedGuests: [],
       createdAt: new Date().toISOString(),
     };
   }

@@ -32,6 +32,8 @@ const StateVmSchema = z.object({
     ])
     .optional(),
 });
+/** A Linux guest defined outside the lab (e.g. with plain virsh by a test) that the prober watches too. */
+const ProbedGuestSchema = z.object({ name: z.string(), uuid: z.string(), ip: z.string() });
 const StateSchema = z.object({
   version: z.literal(1),
   home: z.string(),
@@ -41,6 +43,8 @@ const StateSchema = z.object({
   bridge: z.string(),
   hosts: z.array(StateHostSchema),
   vms: z.array(StateVmSchema),
+  /** Linux guests the prober watches besides the lab's own (labProbeGuest). */
+  probedGuests: z.array(ProbedGuestSchema).default([]),
   createdAt: z.string(),
 });
 export type StateHost = z.infer<typeof StateHostSchema>;

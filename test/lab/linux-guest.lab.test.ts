@@ -24,7 +24,7 @@ import {
   verifyGuestDisk,
   type RecordCheck,
 } from '../../lab';
-import { canRunLab, sleep, startFaultLab, type FaultLab } from '../support/fault-harness';
+import { canRunLab, waitForCopied, sleep, startFaultLab, type FaultLab } from '../support/fault-harness';
 import {
   DEFAULT_POOL_DIR as IMAGES,
   definePlainVm,
@@ -205,12 +205,7 @@ describe.skipIf(!canRunLab)('a real Linux guest: every acknowledged record survi
       const from = Date.now();
       const target = source === H1 ? H3 : H1;
       const handle = await f.ferry.startMigration(input(vm, source, { targetHost: target, bandwidthMiBps: 8 }));
-      let copied = 0;
-      for (let i = 0; i < 150 && copied < 4 * 2 ** 20; i++) {
-        await sleep(200);
-        copied = (await handle.progress()).migration?.dataProcessedBytes ?? 0;
-      }
-      expect(copied).toBeGreaterThan(0);
+      expect(await waitForCopied(handle, 4 * 2 ** 20)).toBeGreaterThan(0);
       await f.worker.kill();
       await f.worker.start();
       const out = await handle.outcome();

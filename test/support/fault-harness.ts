@@ -415,3 +415,13 @@ export async function runFerryCli(f: FaultLab, ...args: string[]): Promise<{ cod
     return { code: err.exitCode ?? 1, stdout: err.stdout, stderr: err.stderr };
   }
 }
+
+/** Polls a migration's progress (every 200 ms, at most ~30 s) until its copy has moved `bytes`; returns what it moved. */
+export async function waitForCopied(handle: { progress(): Promise<{ migration: { dataProcessedBytes: number | null } | null }> }, bytes: number): Promise<number> {
+  let copied = 0;
+  for (let i = 0; i < 150 && copied < bytes; i++) {
+    await sleep(200);
+    copied = (await handle.progress()).migration?.dataProcessedBytes ?? 0;
+  }
+  return copied;
+}

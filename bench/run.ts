@@ -191,7 +191,9 @@ async function main(): Promise<void> {
   const extra = old.get('analysis');
   if (extra !== undefined) parts.push('## Analysis', '', '<!-- bench:analysis -->', extra.trimEnd(), '<!-- /bench:analysis -->', '');
   fs.writeFileSync(out, parts.join('\n'));
-  fs.writeFileSync(`${out}.json`, JSON.stringify(raw, null, 2) + '\n');
+  // Raw numbers of suites not re-run are kept, as their sections are.
+  const previousRaw = fs.existsSync(`${out}.json`) ? (JSON.parse(fs.readFileSync(`${out}.json`, 'utf8')) as Record<string, unknown>) : {};
+  fs.writeFileSync(`${out}.json`, JSON.stringify({ ...previousRaw, ...raw }, null, 2) + '\n');
   log(`wrote ${path.relative(process.cwd(), out)} and ${path.relative(process.cwd(), out)}.json`);
 }
 

@@ -85,8 +85,9 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
     .option('--vms <m>', 'number of VMs on the first host', '1')
     .option('--prefix <p>', 'names of hosts (<p>-h1…), bridge (<p>br0) and veths; 1-8 of [a-z0-9]', 'ferry')
     .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
+    .option('--tls', 'TLS-only hosts (qemu+tls, client certificates from a lab CA, migration TLS configured)')
     .option('--json', 'print the lab status as JSON')
-    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; json?: boolean }) => {
+    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; tls?: boolean; json?: boolean }) => {
       const hosts = wholeNumber('--hosts', o.hosts);
       const vms = wholeNumber('--vms', o.vms);
       const { checkLabPrefix, checkLabSize, LabError } = labModule();
@@ -97,7 +98,7 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
         if (e instanceof LabError) throw new CliExit(EXIT.badInput, e.message);
         throw e;
       }
-      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet });
+      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, tls: o.tls ?? false });
       if (o.json) printJson(status);
       else printLab(status);
     });
@@ -162,7 +163,12 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
 
 
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
-async function upLab(ctx: CliContext, hosts: number, vms: number, naming: { prefix?: string; subnet?: string } = {}): Promise<LabStatus> {
+async function upLab(
+  ctx: CliContext,
+  hosts: number,
+  vms: number,
+  naming: { prefix?: string; subnet?: string; tls?: boolean } = {},
+): Promise<LabStatus> {
   const { labUp } = labModule();
   const { registerLab } = require('../lab/register') as typeof import('../lab/register');
   const status = await labUp({ home: ctx.home, hosts, vms, log, ...naming });

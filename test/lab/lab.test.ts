@@ -71,7 +71,7 @@ const BRIDGE = labBridgeName(prefix);
 
 describe.skipIf(!canRun)('lab (real libvirt)', () => {
   let home = '';
-  let status: LabStatus = { hosts: [], vms: [] };
+  let status: LabStatus = { tls: false, hosts: [], vms: [] };
   const libvirtDirs = LAB_BINDS.map((b) => b.inside);
   let rootLibvirtMountsBefore: string[] = [];
   /** Every pid seen in the lab's namespaces, checked dead after lab down. */

@@ -258,7 +258,7 @@ describe.skipIf(!canRun)('lab (real libvirt)', () => {
     expect(rootMountPointsUnder(libvirtDirs)).toEqual(rootLibvirtMountsBefore);
     expect(fs.existsSync(path.join(home, 'lab'))).toBe(false);
     expect([...labPids].filter(isAlive)).toEqual([]);
-    expect(await labStatus(home)).toEqual({ hosts: [], vms: [] });
+    expect(await labStatus(home)).toEqual({ tls: false, hosts: [], vms: [] });
 
     // and once more: nothing up is fine
     await labDown(home, { prefix });

@@ -41,10 +41,11 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       if (!o.storageRoot.startsWith('/')) throw new CliExit(EXIT.badInput, '--storage-root must be an absolute path');
       const inv = await ctx.inventory();
       const uri = hostUri({ ...o, requireSecure: o.requireSecure ?? envFlag('FERRY_REQUIRE_SECURE') ?? false });
+      // Reach the host first: a refused certificate or key adds nothing to the inventory.
+      const hv = o.prepare ? await ctx.hypervisor() : null;
+      if (hv) await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });
-      if (o.prepare) {
-        const hv = await ctx.hypervisor();
-        await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
+      if (hv) {
         const [r] = await syncInventory(inv, hv, { hosts: [name] });
         if (r?.error) process.stderr.write(`warning: ${name} added but not synced: ${r.error}\n`);
       }

@@ -56,7 +56,7 @@ export function streamEncryption(policy: TransportPolicy, mode: MigrationMode, s
       mode === 'cold'
         ? `encrypted stream: a stopped VM's disks travel over Ferry's libvirt connections, and ${plainOne.name}'s is plain qemu+tcp: ${REGISTER_SECURELY}, or migrate without encryptStream`
         : `encrypted stream: ${plainOne.name} is reached over plain qemu+tcp, so it has no TLS set up for QEMU's migration stream: ` +
-            `install its certificates (qemu.conf migrate_tls_x509_cert_dir) and ${REGISTER_SECURELY.replace('re-register it', 're-register the host')}, or migrate without encryptStream`,
+            `install its certificates (qemu.conf migrate_tls_x509_cert_dir) and ${REGISTER_SECURELY}, or migrate without encryptStream`,
       vmWide,
     );
   }

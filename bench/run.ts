@@ -2,7 +2,7 @@
  * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
  *
  *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared,
- *                      startup, e2e (the last two spawn the compiled CLI: `npm run build` first)
+ *                      startup, e2e, guest (startup and e2e spawn the compiled CLI: `npm run build` first)
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
  *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
  *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
@@ -16,6 +16,7 @@
  *                      share vs one with its disk in the `default` pool (copied), alternating ABBA
  *   --startup-runs N   processes per command in `startup` (default 20)
  *   --e2e-rounds N     rounds in `e2e` (default 4): `ferry migrate` (CLI process) vs the same work by hand with virsh
+ *   --guest-migrations N  live migrations of the Linux guest in `guest` (default 6): libvirt's downtime vs the guest's
  *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
  *
  * Sections of suites that did not run are kept from the previous report (each says when it was measured).
@@ -30,8 +31,9 @@ import { throughputBench, throughputMarkdown } from './throughput';
 import { downtimeMarkdown, evacuationMarkdown, labBench, overheadMarkdown, singleMedians } from './lab';
 import { sharedStorageBench, sharedStorageMarkdown, SHARED_STORAGE_DEFAULTS } from './shared-storage';
 import { e2eBench, e2eMarkdown, startupBench, startupMarkdown } from './cli';
+import { guestDowntimeBench, guestDowntimeMarkdown } from './guest-downtime';
 
-const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e'] as const;
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e', 'guest'] as const;
 type Suite = (typeof SUITES)[number];
 
 const TITLES: Record<Suite, string> = {
@@ -43,6 +45,7 @@ const TITLES: Record<Suite, string> = {
   shared: '6. Shared storage vs a copied disk (real lab, plain-virsh VMs)',
   startup: '7. CLI start-up: `ferry hosts list`, `ferry vms list --json`',
   e2e: '8. End to end as a user: `ferry migrate` (CLI process) vs the same work by hand with virsh',
+  guest: "9. Guest-observed downtime (a real Linux guest, probed every 10 ms) vs libvirt's",
 };
 
 function arg(name: string): string | undefined {
@@ -160,6 +163,12 @@ async function main(): Promise<void> {
     const r = await e2eBench({ rounds: numArg('e2e-rounds', 4) });
     raw.e2e = r;
     section('e2e', e2eMarkdown(r));
+  }
+
+  if (selected.has('guest')) {
+    const r = await guestDowntimeBench({ migrations: numArg('guest-migrations', 6) });
+    raw.guest = r;
+    section('guest', guestDowntimeMarkdown(r));
   }
 
   const old = previousSections(out);

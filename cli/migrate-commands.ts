@@ -20,6 +20,7 @@ export interface MigrateOptions {
   keepSource?: boolean;
   autoConverge?: boolean;
   postCopy?: boolean;
+  syncDiskWrites?: boolean;
   maxDowntime?: string;
   maxDowntimeRamp?: string;
   progressTimeout?: string;
@@ -43,6 +44,7 @@ function convergence(o: MigrateOptions): Record<string, unknown> | undefined {
   const c: Record<string, unknown> = {
     ...(o.autoConverge ? { autoConverge: true } : {}),
     ...(o.postCopy ? { postCopy: true } : {}),
+    ...(o.syncDiskWrites ? { syncDiskWrites: true } : {}),
     ...(o.maxDowntime !== undefined ? { maxDowntimeMs: numeric(o.maxDowntime) } : {}),
     ...(o.maxDowntimeRamp !== undefined ? { maxDowntimeRamp: { maxMs: numeric(o.maxDowntimeRamp) } } : {}),
     ...(o.progressTimeout !== undefined ? { progressTimeout: o.progressTimeout } : {}),
@@ -77,6 +79,7 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--keep-source', "keep the source's old disks after success")
     .option('--auto-converge', 'throttle the guest while memory does not converge')
     .option('--post-copy', 'allow switching to post-copy (on a deadline with --on-deadline post-copy, or by `ferry tune`)')
+    .option('--sync-disk-writes', "copied disks: guest writes reach the target before they complete, so a busy writer cannot stop the disk copy converging (it slows to the copy's pace)")
     .option('--max-downtime <ms>', 'initial maximum downtime of the switch-over (default 300)')
     .option('--max-downtime-ramp <ms>', 'raise the max downtime in steps up to this while memory iterations stall')
     .option('--progress-timeout <duration>', 'deadline: no new low of the remaining data for this long (default 150s)')
@@ -170,13 +173,11 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     });
 }
 
-/** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
-export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
-  const vm = await ctx.resolveVm(o.vm, o.source);
-  const inv = await ctx.inventory();
-  const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
-  const input = {
-    sourceHost: source,
+/** The workflow input for `ferry migrate`'s flags (validated by the workflow's own rules, not here). */
+export function migrateInputOf(o: MigrateOptions, vm: { name: string; uuid: string }, sourceHost: string): LiveMigrationInput {
+  const c = convergence(o);
+  return {
+    sourceHost,
     vmName: vm.name,
     vmUuid: vm.uuid,
     ...(o.target !== undefined ? { targetHost: o.target } : {}),
@@ -185,7 +186,16 @@ export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<vo
     ...(o.bandwidth !== undefined ? { bandwidthMiBps: numeric(o.bandwidth) } : {}),
     ...transportOptions(o),
     ...(o.keepSource ? { options: { keepSourceStorage: true } } : {}),
+    ...(c !== undefined ? { convergence: c } : {}),
   } as LiveMigrationInput;
+}
+
+/** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
+export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
+  const vm = await ctx.resolveVm(o.vm, o.source);
+  const inv = await ctx.inventory();
+  const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
+  const input = migrateInputOf(o, vm, source);
 
   const ferry = await ctx.client();
   if (o.dryRun) return dryRun(ferry, input, o.json === true);
@@ -332,7 +342,7 @@ function printReport(r: MigrationReport): void {
     r.status === 'migrated'
       ? r.mode === 'cold'
         ? `${r.vm} migrated cold ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (stopped: no downtime)`
-        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
+        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms${r.guestDowntimeMs !== null && r.guestDowntimeMs !== undefined ? `, the guest did not answer for ${r.guestDowntimeMs} ms` : ''})`
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
   const stream = r.status === 'migrated' ? [`  stream ${r.streamEncrypted ? 'encrypted' : 'not encrypted'}`] : [];
   const lines = [head, ...stream, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];

@@ -268,6 +268,11 @@ export interface CompletedMigrationStats {
   totalTimeMs: number | null;
   downtimeMs: number | null;
   bytesTransferred: number | null;
+  /**
+   * The longest time the guest did not answer its network probes over the migration, where something probed it
+   * (the lab's Linux guests: every 10 ms); absent otherwise. libvirt's `downtimeMs` is the pause it measured.
+   */
+  guestDowntimeMs?: number;
   /** Where libvirt said the VM runs when the copy ended (null when not asked). */
   location?: LocateResult | null;
 }
@@ -335,6 +340,8 @@ export interface MigrationReport {
   rejectedTargets: RejectedTarget[];
   durationMs: number;
   downtimeMs: number | null;
+  /** Guest-observed downtime (CompletedMigrationStats.guestDowntimeMs), null when nothing probed the guest. */
+  guestDowntimeMs: number | null;
   bytesTransferred: number | null;
   migrationMs: number | null;
   timeoutMs: number | null;

@@ -60,6 +60,12 @@ export interface ConvergenceInput {
   autoConverge?: boolean;
   /** Allow switching to post-copy (on a deadline with onDeadline "post-copy", or by the tune update). Default off. */
   postCopy?: boolean;
+  /**
+   * Copied disks: every guest write also goes to the target before the guest sees it complete (libvirt's
+   * `--copy-storage-synchronous-writes`, QEMU's write-blocking mirror), so a guest writing faster than the
+   * bandwidth cannot keep the disk copy from converging; its writes slow down to the copy's pace instead. Default off.
+   */
+  syncDiskWrites?: boolean;
   /** Initial maximum downtime of the switch-over, ms. Default libvirt's (300). */
   maxDowntimeMs?: number;
   /** Raise the max downtime in steps while memory iterations stall (never lowered). */
@@ -74,6 +80,7 @@ export interface ConvergenceInput {
 export interface ConvergencePolicy {
   autoConverge: boolean;
   postCopy: boolean;
+  syncDiskWrites: boolean;
   maxDowntimeMs: number | null;
   ramp: { initialMs: number; maxMs: number; steps: number; stallIterations: number } | null;
   progressTimeoutMs: number;
@@ -188,6 +195,7 @@ const schema = z
       .strictObject({
         autoConverge: z.boolean({ error: 'convergence.autoConverge must be true or false' }).optional(),
         postCopy: z.boolean({ error: 'convergence.postCopy must be true or false' }).optional(),
+        syncDiskWrites: z.boolean({ error: 'convergence.syncDiskWrites must be true or false' }).optional(),
         maxDowntimeMs: downtime('convergence.maxDowntimeMs').optional(),
         maxDowntimeRamp: z
           .strictObject({
@@ -289,6 +297,7 @@ function convergencePolicy(c: ParsedConvergence | undefined): ConvergencePolicy 
   return {
     autoConverge: c?.autoConverge ?? false,
     postCopy: c?.postCopy ?? false,
+    syncDiskWrites: c?.syncDiskWrites ?? false,
     maxDowntimeMs: c?.maxDowntimeMs ?? null,
     ramp: c?.maxDowntimeRamp
       ? { initialMs: initial, maxMs: c.maxDowntimeRamp.maxMs, steps: c.maxDowntimeRamp.steps ?? 5, stallIterations: c.maxDowntimeRamp.stallIterations ?? 2 }

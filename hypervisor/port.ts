@@ -212,6 +212,8 @@ export interface MigrateOptions {
   autoConverge?: boolean;
   /** `--postcopy`: the migration may be switched to post-copy later (startPostCopy). */
   postCopy?: boolean;
+  /** `--copy-storage-synchronous-writes`: the disk mirrors run write-blocking (only with disks copied). */
+  syncDiskWrites?: boolean;
   /**
    * `--tls`: QEMU encrypts the migration stream and the disk copies (NBD over TLS) with the certificates of
    * qemu.conf's migrate_tls_x509_cert_dir on both hosts; a host without them fails the migration at once.

@@ -794,6 +794,7 @@ export class VirshHypervisor implements Hypervisor {
     }
     if (opts.autoConverge) args.push('--auto-converge');
     if (opts.postCopy) args.push('--postcopy');
+    if (opts.syncDiskWrites && args.includes('--copy-storage-all')) args.push('--copy-storage-synchronous-writes');
     if (opts.encryptStream) args.push('--tls');
     args.push(`--domain=${uuid}`, `--desturi=${peerUri(targetUri)}`);
     const what = `migrate ${uuid} to ${redactUri(targetUri)}`;

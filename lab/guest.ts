@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../hypervisor/exec';
+import type { LinuxGuestSpec } from './linux-guest';
 
 export const PIT_HZ = 1_193_182;
 export const PAGE_BYTES = 4096;
@@ -41,7 +42,7 @@ export interface DirtyGuestSpec {
   pagesPerSec: number | 'max';
 }
 
-export type LabGuestSpec = DirtyGuestSpec;
+export type LabGuestSpec = DirtyGuestSpec | LinuxGuestSpec;
 
 /** What the guest is patched with, and the rate that gives. */
 export interface DirtyGuestParams {

@@ -55,6 +55,8 @@ import {
   LAB_DEFAULT_SUBNET,
   LAB_STORAGE_ROOT,
 } from './naming';
+import { ensureGuestNetwork, ensureProber, nextGuestAddress, teardownGuestNetwork } from './guest-net';
+import { checkLinuxGuest } from './linux-guest';
 import { assertSubnetFree, ensureBridge, ensureNsDir } from './network';
 import { ensureLabPki, labClientPkiDir } from './pki';
 import { ensureUsers, requireRoot, requireTools } from './preconditions';
@@ -69,7 +71,7 @@ export { labDomainXml, escapeXml } from './xml';
 export type { LabDomainXmlOptions, LabDiskSpec } from './xml';
 export type { LabGuestSpec, DirtyGuestSpec, DirtyGuestParams } from './guest';
 export { dirtyGuestParams } from './guest';
-export type { LabAddVmOptions, LabHost, LabStatus, LabUpOptions, LabVm, LabVmState } from './types';
+export type { LabAddVmOptions, LabGuestKind, LabHost, LabStatus, LabUpOptions, LabVm, LabVmState } from './types';
 export { LabError } from './types';
 export {
   checkLabPrefix,
@@ -89,6 +91,11 @@ export {
 export { checkLabSize, LAB_MAX_HOSTS, LAB_MAX_VMS } from './sizes';
 export { labAddVm, labSerialLogPath } from './vms';
 export { labClientPkiDir, labPkiDir, makeForeignClientPki } from './pki';
+export type { LinuxGuestSpec } from './linux-guest';
+export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, labGuestObserver, labProbeGuest, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
+export { linuxGuestBoot, type LinuxGuestBoot } from './linux-guest';
+export { guestBootDir } from './naming';
+export { verifyGuestDisk, verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
 export { startHostDaemon, stopHostDaemon } from './hosts';
 
 /**
@@ -121,6 +128,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   if (!state) {
     // Fresh start: remove whatever a crashed session of this prefix left, including this home's old lab dir.
     await teardownHosts(prefix, new Set(), existingNsDir(home), log);
+    await teardownGuestNetwork(prefix);
     await removeLabDir(home);
     state = {
       version: 1,
@@ -131,6 +139,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
       tls,
       hosts: [],
       vms: [],
+      probedGuests: [],
       createdAt: new Date().toISOString(),
     };
   }
@@ -150,6 +159,7 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   await teardownHosts(prefix, new Set(st.hosts.map((h) => h.name)), nsReal, log);
   await ensureBridge(st.bridge, subnet);
   await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, st, log)));
+  await ensureGuestNetwork(st);
   await warmQemuCaps(home, st.hosts, log);
 
   const first = st.hosts[0];
@@ -157,11 +167,14 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   for (let k = 1; k <= o.vms; k++) {
     const name = `vm${k}`;
     if (st.vms.some((v) => v.name === name)) continue;
-    st.vms.push(newVmRecord({ name, memoryMiB: vmMemoryMiB, randomDataMiB, createdOn: first.name }));
+    const guest = o.guest === 'linux' ? { kind: 'linux' as const, ip: nextGuestAddress(st) } : undefined;
+    if (guest) checkLinuxGuest(guest, vmMemoryMiB);
+    st.vms.push(newVmRecord({ name, memoryMiB: vmMemoryMiB, randomDataMiB, createdOn: first.name, ...(guest ? { guest } : {}) }));
   }
   writeState(home, st); // before creating: a crash mid-way is repaired by the next labUp
 
   await ensureVmsRunning(home, st, first, log);
+  await ensureProber(home, st);
   return labStatus(home);
 }
 
@@ -177,6 +190,7 @@ export async function labDown(home: string, opts: { prefix?: string } = {}): Pro
   const prefix = checkLabPrefix(state?.prefix ?? opts.prefix ?? LAB_DEFAULT_PREFIX);
   const bridge = state?.bridge ?? labBridgeName(prefix);
   await teardownHosts(prefix, new Set(), existingNsDir(home), log);
+  await teardownGuestNetwork(prefix);
   if ((await ipLinks()).some((l) => l.ifname === bridge)) {
     await run('ip', ['link', 'delete', 'dev', bridge]);
   }

@@ -72,6 +72,10 @@ export function nsDir(home: string): string {
 export function tmpDir(home: string): string {
   return path.join(labDir(home), 'tmp');
 }
+/** Where the Linux guests' kernel and initramfs are (every host sees this path: it is not bind-mounted). */
+export function guestBootDir(home: string): string {
+  return path.join(labDir(home), 'guest');
+}
 export function labHostDir(home: string, host: string): string {
   return path.join(labDir(home), 'hosts', host);
 }

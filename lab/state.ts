@@ -19,11 +19,21 @@ const StateVmSchema = z.object({
   diskMiB: z.number(),
   randomDataMiB: z.number(),
   createdOn: z.string(),
-  /** labAddVm's guest program (absent: nothing bootable, as labUp's VMs). */
+  /** The guest: labAddVm's boot-sector program, or a Linux guest (labUp --guest linux, labAddVm); absent: nothing bootable. */
   guest: z
-    .object({ kind: z.literal('dirty'), regionMiB: z.number(), pagesPerSec: z.union([z.number(), z.literal('max')]) })
+    .discriminatedUnion('kind', [
+      z.object({ kind: z.literal('dirty'), regionMiB: z.number(), pagesPerSec: z.union([z.number(), z.literal('max')]) }),
+      z.object({
+        kind: z.literal('linux'),
+        ip: z.string(),
+        recordsPerSec: z.number().optional(),
+        writeMiBPerSec: z.number().optional(),
+      }),
+    ])
     .optional(),
 });
+/** A Linux guest defined outside the lab (e.g. with plain virsh by a test) that the prober watches too. */
+const ProbedGuestSchema = z.object({ name: z.string(), uuid: z.string(), ip: z.string() });
 const StateSchema = z.object({
   version: z.literal(1),
   home: z.string(),
@@ -35,6 +45,8 @@ const StateSchema = z.object({
   tls: z.boolean().default(false),
   hosts: z.array(StateHostSchema),
   vms: z.array(StateVmSchema),
+  /** Linux guests the prober watches besides the lab's own (labProbeGuest). */
+  probedGuests: z.array(ProbedGuestSchema).default([]),
   createdAt: z.string(),
 });
 export type StateHost = z.infer<typeof StateHostSchema>;

@@ -1,5 +1,6 @@
 /** The lab's public types (hosts, VMs, status, options) and its error. */
-import type { LabGuestSpec } from './guest';
+import type { DirtyGuestSpec, LabGuestSpec } from './guest';
+import type { LinuxGuestSpec } from './linux-guest';
 
 export interface LabHost {
   name: string;
@@ -13,6 +14,8 @@ export interface LabHost {
   storageRoot: string;
 }
 
+export type LabGuestKind = 'tiny' | 'linux';
+
 export type LabVmState = 'running' | 'paused' | 'shutoff' | 'unknown';
 
 export interface LabVm {
@@ -23,7 +26,7 @@ export interface LabVm {
   state: LabVmState;
   /** Path of its disk inside whichever host has it (the same on every host). */
   diskPath: string;
-  /** The guest program in its boot sector (labAddVm), absent for the default VMs (nothing boots). */
+  /** What the VM runs: a boot-sector program (labAddVm) or a Linux guest; absent for the default tiny VMs (nothing boots). */
   guest?: LabGuestSpec;
 }
 
@@ -53,6 +56,11 @@ export interface LabUpOptions {
   tls?: boolean;
   /** Default 128. */
   vmMemoryMiB?: number;
+  /**
+   * What labUp's VMs run: `tiny` (default: nothing boots, the disk is random data) or `linux` (a Debian kernel and
+   * the record-writing workload, a NIC on the guest network: lab/linux-guest.ts). Only for VMs it creates.
+   */
+  guest?: LabGuestKind;
   /** Random data at the start of each VM disk, default 32 MiB (the disk is max(64, this) MiB). */
   randomDataMiB?: number;
   /** Progress lines (default: silent). */
@@ -67,8 +75,11 @@ export class LabError extends Error {
 export interface LabAddVmOptions {
   /** Domain name, unique in the lab ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}). */
   name: string;
-  /** The guest program in the boot sector, e.g. `{ kind: 'dirty', regionMiB: 96, pagesPerSec: 2560 }`. */
-  guest: LabGuestSpec;
+  /**
+   * What it runs: a boot-sector program, e.g. `{ kind: 'dirty', regionMiB: 96, pagesPerSec: 2560 }`, or a Linux
+   * guest, e.g. `{ kind: 'linux', writeMiBPerSec: 20 }` (the lab gives it its address on the guest network).
+   */
+  guest: DirtyGuestSpec | Omit<LinuxGuestSpec, 'ip'>;
   /** Lab host to create it on; default the first. */
   host?: string;
   /** Default 128. */

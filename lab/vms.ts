@@ -10,8 +10,10 @@ import { isVmName, vmPoolName } from '../common/names';
 import { run } from '../hypervisor/exec';
 import { daemonPid } from './daemons';
 import { dirtyBootSector, dirtyGuestParams, type LabGuestSpec } from './guest';
+import { ensureProber, LAB_GUEST_BRIDGE, nextGuestAddress } from './guest-net';
+import { checkLinuxGuest, linuxGuestBoot } from './linux-guest';
 import { labHypervisor, virsh, virshMaybe } from './libvirt';
-import { LAB_DISK_NAME, LAB_STORAGE_ROOT, hostPath, labDir, refs, tmpDir } from './naming';
+import { LAB_DISK_NAME, LAB_STORAGE_ROOT, guestBootDir, hostPath, labDir, refs, tmpDir } from './naming';
 import { requireRoot } from './preconditions';
 import { checkVmSize, LAB_RANDOM_DATA_MIB, LAB_VM_MEMORY_MIB } from './sizes';
 import { readState, requireHost, writeState, type LabState, type StateHost, type StateVm } from './state';
@@ -123,8 +125,15 @@ async function createVm(home: string, h: StateHost, vm: StateVm, log: (l: string
   await labHypervisor.createStorageDirectory(h.uri, pool, path.posix.dirname(vm.diskPath));
   const dest = hostPath(home, h.name, vm.diskPath);
   fs.mkdirSync(path.dirname(dest), { recursive: true });
-  const boot = vm.guest ? await dirtyBootSector(vm.guest, vm.memoryMiB, tmpDir(home)) : null;
-  await writeRandomQcow2(dest, vm.diskMiB, vm.randomDataMiB, tmpDir(home), boot?.image);
+  const linux = vm.guest?.kind === 'linux' ? await linuxGuestBoot(vm.guest, guestBootDir(home)) : null;
+  if (linux) {
+    // The workload's record ring starts empty; nothing else is on the disk.
+    fs.rmSync(dest, { force: true });
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', dest, `${vm.diskMiB}M`], { timeoutMs: 60_000 });
+  } else {
+    const boot = vm.guest?.kind === 'dirty' ? await dirtyBootSector(vm.guest, vm.memoryMiB, tmpDir(home)) : null;
+    await writeRandomQcow2(dest, vm.diskMiB, vm.randomDataMiB, tmpDir(home), boot?.image);
+  }
   await labHypervisor.startPool(h.uri, pool);
   const xmlFile = path.join(tmpDir(home), `${vm.uuid}.xml`);
   fs.writeFileSync(
@@ -135,8 +144,9 @@ async function createVm(home: string, h: StateHost, vm: StateVm, log: (l: string
       memoryMiB: vm.memoryMiB,
       vcpus: 1,
       diskPath: vm.diskPath,
-      // a guest program's console goes to a file on whichever host runs it (labSerialLogPath)
+      // a guest's console goes to a file on whichever host runs it (labSerialLogPath)
       ...(vm.guest ? { serial: { file: serialLogInside(vm.name) } } : {}),
+      ...(linux ? { directBoot: linux, bridges: [LAB_GUEST_BRIDGE] } : {}),
     }),
   );
   log(`${h.name}: defining ${vm.name}`);
@@ -208,16 +218,23 @@ export async function labAddVm(home: string, o: LabAddVmOptions): Promise<LabVm>
   const memoryMiB = o.memoryMiB ?? LAB_VM_MEMORY_MIB;
   const randomDataMiB = o.randomDataMiB ?? LAB_RANDOM_DATA_MIB;
   checkVmSize('memoryMiB', memoryMiB, randomDataMiB);
-  if (o.guest.kind !== 'dirty') throw new LabError(`unknown guest kind ${JSON.stringify((o.guest as { kind: unknown }).kind)}`);
-  dirtyGuestParams(o.guest, memoryMiB); // validates before anything is recorded
+  const guest: LabGuestSpec =
+    o.guest.kind === 'linux'
+      ? { ...o.guest, ip: existingGuestIp(st, o.name) ?? nextGuestAddress(st) }
+      : o.guest;
+  // validates before anything is recorded
+  if (guest.kind === 'linux') checkLinuxGuest(guest, memoryMiB);
+  else if (guest.kind === 'dirty') dirtyGuestParams(guest, memoryMiB);
+  else throw new LabError(`unknown guest kind ${JSON.stringify((guest as { kind: unknown }).kind)}`);
   const h = o.host === undefined ? st.hosts[0] : requireHost(st, o.host);
   if (!h) throw new LabError('the lab has no hosts');
   let vm = st.vms.find((v) => v.name === o.name);
   if (!vm) {
-    vm = newVmRecord({ name: o.name, memoryMiB, randomDataMiB, createdOn: h.name, guest: o.guest });
+    vm = newVmRecord({ name: o.name, memoryMiB, randomDataMiB, createdOn: h.name, guest });
     st.vms.push(vm);
     writeState(abs, st); // before creating: a crash mid-way is repaired by the next labUp
   }
+  await ensureProber(abs, st);
   const where = (await locateVms(abs, st.hosts)).get(vm.uuid);
   if (!where) await createVm(abs, requireHost(st, vm.createdOn), vm, () => undefined);
   else if (where.state === 'shutoff') await startVm(requireHost(st, where.host).uri, vm.uuid);
@@ -231,7 +248,13 @@ function serialLogInside(vmName: string): string {
   return `/var/log/libvirt/${vmName}.serial.log`;
 }
 
-/** The serial console log of a guest-program VM on `host`, as a path in the root namespace. */
+/** The serial console log of a guest VM (boot-sector program or Linux) on `host`, as a path in the root namespace. */
 export function labSerialLogPath(home: string, host: string, vmName: string): string {
   return hostPath(path.resolve(home), host, serialLogInside(vmName));
+}
+
+/** The address a Linux guest of that name already has in the state (labAddVm again keeps it). */
+function existingGuestIp(st: LabState, name: string): string | undefined {
+  const g = st.vms.find((v) => v.name === name)?.guest;
+  return g?.kind === 'linux' ? g.ip : undefined;
 }

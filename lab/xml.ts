@@ -56,6 +56,10 @@ export interface LabDomainXmlOptions {
    */
   serial?: 'pty' | 'none' | { file: string };
   description?: string;
+  /** Direct kernel boot (instead of booting the first disk): kernel, initramfs and command line, paths inside the host. */
+  directBoot?: { kernel: string; initrd: string; cmdline: string };
+  /** NICs: each a virtio NIC on a bridge of the host (`<interface type='bridge'>`). */
+  bridges?: string[];
 }
 
 function positiveInt(what: string, n: number): number {
@@ -75,7 +79,7 @@ function diskXml(d: LabDiskSpec, defaultTarget: string): string {
   ].join('\n');
 }
 
-/** A minimal headless domain: no NIC, no graphics, no USB, no balloon; one serial console. */
+/** A minimal headless domain: no graphics, no USB, no balloon; one serial console; NICs only on the bridges given. */
 export function labDomainXml(o: LabDomainXmlOptions): string {
   if (!o.name) throw new RangeError('domain name must not be empty');
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(o.uuid)) {
@@ -111,13 +115,27 @@ export function labDomainXml(o: LabDomainXmlOptions): string {
     `  <vcpu>${vcpus}</vcpu>`,
     `  <os>`,
     `    <type arch='${escapeXml(o.arch ?? 'x86_64')}' machine='${escapeXml(o.machine ?? 'pc')}'>hvm</type>`,
-    `    <boot dev='hd'/>`,
+    ...(o.directBoot
+      ? [
+          `    <kernel>${escapeXml(o.directBoot.kernel)}</kernel>`,
+          `    <initrd>${escapeXml(o.directBoot.initrd)}</initrd>`,
+          `    <cmdline>${escapeXml(o.directBoot.cmdline)}</cmdline>`,
+        ]
+      : [`    <boot dev='hd'/>`]),
     `  </os>`,
     `  <on_poweroff>destroy</on_poweroff>`,
     `  <on_reboot>restart</on_reboot>`,
     `  <on_crash>destroy</on_crash>`,
     `  <devices>`,
     ...disks.map((d, i) => diskXml(d, `vd${String.fromCharCode(97 + i)}`)),
+    ...(o.bridges ?? []).flatMap((b) => [
+      `    <interface type='bridge'>`,
+      `      <source bridge='${escapeXml(b)}'/>`,
+      `      <model type='virtio'/>`,
+      // no boot ROM: QEMU refuses to start a virtio NIC whose ROM file (Debian's ipxe-qemu) is not installed
+      `      <rom enabled='no'/>`,
+      `    </interface>`,
+    ]),
     `    <controller type='usb' model='none'/>`,
     ...serialXml,
     `    <memballoon model='none'/>`,

@@ -8,6 +8,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import { createActivities, type ActivityDeps } from '../activities';
+import type { GuestObserver } from '../activities/context';
 import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import type { ProgressSignal } from '../common/migration';
 import { progressSignal } from '../workflows/definitions';
@@ -15,7 +16,7 @@ import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { describeInventoryLocation, openInventory, type Inventory } from '../inventory';
 import { workflowStatusOf } from '../client';
-import { clientConnectionOptions, describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
+import { clientConnectionOptions, describeTarget, ferryHome, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
 /** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
 export function workflowsPath(): string {
@@ -91,6 +92,21 @@ export function installMetrics(address = process.env.FERRY_METRICS_ADDRESS ?? '1
   return address;
 }
 
+/**
+ * The lab's guest prober (lab/guest-net.ts) as the guest observer: it answers for the Linux guests of a lab in
+ * the worker's home (FERRY_HOME) and says nothing (null) for every other VM. Loaded only when first asked.
+ */
+function labGuestObserverOf(home: string): GuestObserver {
+  let observer: GuestObserver | undefined;
+  return {
+    longestGapMs(vmUuid, fromMs, toMs) {
+      if (!fs.existsSync(path.join(home, 'lab', 'probe'))) return Promise.resolve(null);
+      observer ??= (require('../lab/guest-net') as typeof import('../lab/guest-net')).labGuestObserver(home);
+      return observer.longestGapMs(vmUuid, fromMs, toMs);
+    },
+  };
+}
+
 /** A Ferry worker connected from the environment (TEMPORAL_*, FERRY_INVENTORY, FERRY_TASK_QUEUE), over virsh. */
 export interface ConnectedWorker {
   worker: Worker;
@@ -114,7 +130,7 @@ export async function connectFerryWorker(
     inventory,
     hypervisor: new VirshHypervisor(),
     client: new Client({ connection: clientConnection, namespace: target.namespace }),
-    ...(o.activityOptions ? { activityOptions: o.activityOptions } : {}),
+    activityOptions: { guestObserver: labGuestObserverOf(ferryHome()), ...o.activityOptions },
     ...(o.workerOptions ? { workerOptions: o.workerOptions } : {}),
   });
   return {

@@ -84,6 +84,7 @@ export function buildReport(
     rejectedTargets: [...run.rejectedTargets],
     durationMs: Date.now() - clock.startedAt,
     downtimeMs: stats?.downtimeMs ?? null,
+    guestDowntimeMs: stats?.guestDowntimeMs ?? null,
     bytesTransferred: stats?.bytesTransferred ?? null,
     migrationMs: clock.migrationMs,
     timeoutMs: clock.timeoutMs,

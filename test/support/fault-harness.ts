@@ -231,6 +231,8 @@ export async function startFaultLab(o: { hosts: number; vms: number; taskQueue?:
       FERRY_INVENTORY: inventoryFile,
       FERRY_TASK_QUEUE: taskQueue,
       FERRY_TEST_WORKFLOW_BUNDLE: bundle,
+      // the worker reports guestDowntimeMs for the lab's probed Linux guests (worker/index.ts labGuestObserverOf)
+      FERRY_HOME: home,
     },
     path.join(home, 'worker.log'),
   );

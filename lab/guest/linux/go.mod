@@ -1,0 +1,3 @@
+module ferry.lab/guest
+
+go 1.21

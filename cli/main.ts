@@ -2,6 +2,9 @@
  * The `ferry` command line. Exit codes: 0 success, 2 bad input (nothing changed), 3 a migration was
  * aborted / timed out / cancelled and compensated, 1 anything else (e.g. Temporal unreachable).
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { FerryWorkerOptions } from '../worker';
 import { Command, CommanderError } from 'commander';
 import type { LabStatus } from '../lab';
 import { CliContext } from './context';
@@ -141,7 +144,7 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
   program
     .command('worker')
     .description('run a worker in the foreground (connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TLS env)')
-    .action(async () => (require('../worker') as typeof import('../worker')).runWorker());
+    .action(async () => (require('../worker') as typeof import('../worker')).runWorker({ activityOptions: { guestObserver: labGuestObserverOf(ctx.home) } }));
 
   program
     .command('demo')
@@ -163,6 +166,24 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
 
 }
 
+
+/**
+ * The lab's guest prober (lab/guest-net.ts) as the worker's guest observer (`guestDowntimeMs`): it answers for the
+ * Linux guests of a lab in this home and says nothing (null) for every other VM; the lab module loads when first
+ * asked about a home that has a prober.
+ */
+type GuestObserver = NonNullable<NonNullable<FerryWorkerOptions['activityOptions']>['guestObserver']>;
+
+function labGuestObserverOf(home: string): GuestObserver {
+  let observer: GuestObserver | undefined;
+  return {
+    longestGapMs(vmUuid, fromMs, toMs) {
+      if (!fs.existsSync(path.join(home, 'lab', 'probe'))) return Promise.resolve(null);
+      observer ??= (require('../lab/guest-net') as typeof import('../lab/guest-net')).labGuestObserver(home);
+      return observer.longestGapMs(vmUuid, fromMs, toMs);
+    },
+  };
+}
 
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
 async function upLab(

@@ -13,10 +13,10 @@
  * replies, the longest gap between two replies, the last acknowledged record. `guestDowntimeMs` is the longest
  * gap over a migration (labGuestObserver).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../hypervisor/exec';
+import { spawnLabDaemon } from './daemons';
 import { guestAgentBinary } from './linux-guest';
 import { checkLabPrefix, labDir } from './naming';
 import { readState, writeState, type LabState } from './state';
@@ -150,21 +150,9 @@ export async function ensureProber(home: string, st: LabState): Promise<void> {
   }
   if (proberPid(home)) return;
   const bin = await guestAgentBinary();
-  const log = fs.openSync(path.join(dir, 'prober.log'), 'a');
-  let child;
-  try {
-    // `ip netns exec` enters the namespace and execs the prober: the spawned pid is the prober's.
-    child = spawn('ip', ['netns', 'exec', proberNetns(st.prefix), bin, 'probe', file, dir], {
-      detached: true,
-      stdio: ['ignore', log, log],
-      cwd: '/',
-    });
-  } finally {
-    fs.closeSync(log);
-  }
-  child.unref();
-  if (!child.pid) throw new LabError('could not start the guest prober');
-  fs.writeFileSync(proberPidFile(home), `${child.pid}\n`);
+  // `ip netns exec` enters the namespace and execs the prober: the spawned pid is the prober's.
+  const pid = spawnLabDaemon('ip', ['netns', 'exec', proberNetns(st.prefix), bin, 'probe', file, dir], path.join(dir, 'prober.log'));
+  fs.writeFileSync(proberPidFile(home), `${pid}\n`);
 }
 
 /** One second of probing one guest (a line of <vm>.jsonl). */

@@ -8,7 +8,6 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import { createActivities, type ActivityDeps } from '../activities';
-import type { GuestObserver } from '../activities/context';
 import { FERRY_SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import type { ProgressSignal } from '../common/migration';
 import { progressSignal } from '../workflows/definitions';
@@ -16,7 +15,7 @@ import type { Hypervisor } from '../hypervisor/port';
 import { VirshHypervisor } from '../hypervisor/virsh';
 import { describeInventoryLocation, openInventory, type Inventory } from '../inventory';
 import { workflowStatusOf } from '../client';
-import { clientConnectionOptions, describeTarget, ferryHome, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
+import { clientConnectionOptions, describeTarget, inventoryLocation, taskQueue, temporalTarget, type TemporalTarget } from '../client/config';
 
 /** The workflows module: compiled JS in dist/, TypeScript source under vitest. */
 export function workflowsPath(): string {
@@ -92,21 +91,6 @@ export function installMetrics(address = process.env.FERRY_METRICS_ADDRESS ?? '1
   return address;
 }
 
-/**
- * The lab's guest prober (lab/guest-net.ts) as the guest observer: it answers for the Linux guests of a lab in
- * the worker's home (FERRY_HOME) and says nothing (null) for every other VM. Loaded only when first asked.
- */
-function labGuestObserverOf(home: string): GuestObserver {
-  let observer: GuestObserver | undefined;
-  return {
-    longestGapMs(vmUuid, fromMs, toMs) {
-      if (!fs.existsSync(path.join(home, 'lab', 'probe'))) return Promise.resolve(null);
-      observer ??= (require('../lab/guest-net') as typeof import('../lab/guest-net')).labGuestObserver(home);
-      return observer.longestGapMs(vmUuid, fromMs, toMs);
-    },
-  };
-}
-
 /** A Ferry worker connected from the environment (TEMPORAL_*, FERRY_INVENTORY, FERRY_TASK_QUEUE), over virsh. */
 export interface ConnectedWorker {
   worker: Worker;
@@ -130,7 +114,7 @@ export async function connectFerryWorker(
     inventory,
     hypervisor: new VirshHypervisor(),
     client: new Client({ connection: clientConnection, namespace: target.namespace }),
-    activityOptions: { guestObserver: labGuestObserverOf(ferryHome()), ...o.activityOptions },
+    ...(o.activityOptions ? { activityOptions: o.activityOptions } : {}),
     ...(o.workerOptions ? { workerOptions: o.workerOptions } : {}),
   });
   return {
@@ -146,11 +130,13 @@ export async function connectFerryWorker(
 }
 
 /** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
-export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
+export async function runWorker(
+  opts: { target?: TemporalTarget; log?: (line: string) => void } & Pick<FerryWorkerOptions, 'activityOptions'> = {},
+): Promise<void> {
   const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const metrics = installMetrics();
   if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
-  const w = await connectFerryWorker(opts.target ? { target: opts.target } : {});
+  const w = await connectFerryWorker({ ...(opts.target ? { target: opts.target } : {}), ...(opts.activityOptions ? { activityOptions: opts.activityOptions } : {}) });
   try {
     const added = await ensureSearchAttributes(w.clientConnection, w.target.namespace);
     if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);

@@ -26,6 +26,8 @@ export interface MigrateVmInput {
   target: HostRef;
   vmUuid: string;
   bandwidthMiBps: number | null;
+  /** `--tls` (the workflow decided it: common/security.ts). Absent: not encrypted. */
+  encryptStream?: boolean;
   convergence: ConvergencePolicy;
   pool: string;
   disks: DiskRecord[];
@@ -130,6 +132,7 @@ export class MigrationRun {
         ...(bandwidthMiBps !== null ? { bandwidthMiBps } : {}),
         autoConverge: convergence.autoConverge,
         postCopy: convergence.postCopy,
+        ...(this.input.encryptStream ? { encryptStream: true } : {}),
         ...(convergence.syncDiskWrites ? { syncDiskWrites: true } : {}),
         ...(this.copyDisks !== undefined ? { copyDisks: this.copyDisks } : {}),
         ...(this.sharedStorageProven ? { sharedStorageProven: true } : {}),

@@ -89,8 +89,9 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
     .option('--prefix <p>', 'names of hosts (<p>-h1…), bridge (<p>br0) and veths; 1-8 of [a-z0-9]', 'ferry')
     .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
     .option('--guest <kind>', "what new VMs run: tiny (nothing boots) or linux (a Debian kernel writing checksummed records, on the guest network)", 'tiny')
+    .option('--tls', 'TLS-only hosts (qemu+tls, client certificates from a lab CA, migration TLS configured)')
     .option('--json', 'print the lab status as JSON')
-    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; guest: string; json?: boolean }) => {
+    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; guest: string; tls?: boolean; json?: boolean }) => {
       if (o.guest !== 'tiny' && o.guest !== 'linux') throw new CliExit(EXIT.badInput, `--guest must be tiny or linux (got ${o.guest})`);
       const hosts = wholeNumber('--hosts', o.hosts);
       const vms = wholeNumber('--vms', o.vms);
@@ -102,7 +103,7 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
         if (e instanceof LabError) throw new CliExit(EXIT.badInput, e.message);
         throw e;
       }
-      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, guest: o.guest });
+      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, guest: o.guest, tls: o.tls ?? false });
       if (o.json) printJson(status);
       else printLab(status);
     });
@@ -189,7 +190,7 @@ async function upLab(
   ctx: CliContext,
   hosts: number,
   vms: number,
-  naming: { prefix?: string; subnet?: string; guest?: 'tiny' | 'linux' } = {},
+  naming: { prefix?: string; subnet?: string; guest?: 'tiny' | 'linux'; tls?: boolean } = {},
 ): Promise<LabStatus> {
   const { labUp } = labModule();
   const { registerLab } = require('../lab/register') as typeof import('../lab/register');

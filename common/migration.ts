@@ -294,6 +294,8 @@ export interface MigrationProgress {
   phase: Phase;
   /** Live (running and paused VMs) or cold (stopped VMs); null until the VM was read. */
   mode: MigrationMode | null;
+  /** Whether the migration stream is encrypted (common/security.ts); null until the copy starts. */
+  streamEncrypted?: boolean | null;
   vm: { name: string; uuid: string };
   source: string;
   target: string | null;
@@ -320,6 +322,11 @@ export interface MigrationReport {
   status: MigrationResultKind;
   /** Live or cold; null when the VM was never read. */
   mode: MigrationMode | null;
+  /**
+   * The copy crossed the network encrypted: live, QEMU's migration TLS (`--tls`: memory and disks); cold, the
+   * worker's qemu+tls / qemu+ssh connections. False when no copy started.
+   */
+  streamEncrypted: boolean;
   workflowId: string;
   runId: string;
   vm: string;

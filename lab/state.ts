@@ -41,6 +41,8 @@ const StateSchema = z.object({
   prefix: z.string().default(LAB_DEFAULT_PREFIX),
   subnet: z.string(),
   bridge: z.string(),
+  /** `ferry lab up --tls`: TLS-only daemons, certificates in <home>/lab/pki (lab/pki.ts). Absent: TCP. */
+  tls: z.boolean().default(false),
   hosts: z.array(StateHostSchema),
   vms: z.array(StateVmSchema),
   /** Linux guests the prober watches besides the lab's own (labProbeGuest). */

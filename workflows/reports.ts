@@ -72,6 +72,7 @@ export function buildReport(
   return {
     status,
     mode: run.progress.mode,
+    streamEncrypted: run.progress.streamEncrypted === true,
     workflowId: info.workflowId,
     runId: info.runId,
     vm: vm?.name ?? run.progress.vm.name,

@@ -30,6 +30,8 @@ describe('validateMigrationInput', () => {
       createAttempts: DEFAULT_CREATE_ATTEMPTS,
       timeoutMs: null,
       bandwidthMiBps: null,
+      encryptStream: null,
+      requireSecure: false,
       keepSourceStorage: false,
       createRetryIntervalMs: 1000,
       timeoutPerGiBMs: 150_000,

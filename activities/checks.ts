@@ -13,7 +13,8 @@
  * and the next candidate tried.
  */
 import type { DiskRecord, HostRecord, VmRecord } from '../common/types';
-import type { HostRef } from '../common/migration';
+import type { HostRef, MigrationMode, VmFacts } from '../common/migration';
+import { streamEncryption, type TransportPolicy } from '../common/security';
 import { FailureType } from '../common/failures';
 import { basenameOf, dirnameOf, isStrictlyInside, isVolumeName, normalizeAbsolute } from '../common/names';
 import type { DomainInfo, DomainLocalFile, DomainNeeds, NetworkInfo } from '../hypervisor/port';
@@ -210,4 +211,13 @@ export function filesOnTarget(vmName: string, target: HostRef, missing: readonly
     (eject ? `, or eject the cdrom (virsh change-media ${vmName} ${eject.target} --eject)` : '') +
     ', or choose another target'
   );
+}
+
+/**
+ * The hosts' transports against the request's policy (common/security.ts: requireSecure, encryptStream): why
+ * this pair cannot honour it, or null. Pure, so the check runs even when the target does not answer.
+ */
+export function transportOnTarget(policy: TransportPolicy, mode: MigrationMode, vm: VmFacts, target: HostRef): { refusal: string | null; vmWide: boolean; encrypt: boolean } {
+  const d = streamEncryption(policy, mode, vm.source, target);
+  return { refusal: d.refusal, vmWide: d.vmWide, encrypt: d.encrypt };
 }

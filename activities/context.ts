@@ -7,6 +7,14 @@ import type { ProgressSignal } from '../common/migration';
 import type { Hypervisor } from '../hypervisor/port';
 import type { Inventory } from '../inventory/store';
 
+/**
+ * Something outside libvirt that watched the guest's network during the migration (the lab's prober): the longest
+ * time the guest did not answer from `fromMs` to `toMs`, null when it did not watch this VM.
+ */
+export interface GuestObserver {
+  longestGapMs(vmUuid: string, fromMs: number, toMs: number): Promise<number | null>;
+}
+
 export interface ActivityDeps {
   inventory: Inventory;
   hypervisor: Hypervisor;
@@ -18,6 +26,8 @@ export interface ActivityDeps {
   jobPollIntervalMs?: number;
   /** How often it forwards them to the workflow (each one is a history event). Default 2 s. */
   progressSignalIntervalMs?: number;
+  /** Guest-observed downtime (`guestDowntimeMs` in the result) where something watches the guests. */
+  guestObserver?: GuestObserver;
 }
 
 export interface ActivityRuntime {
@@ -26,6 +36,7 @@ export interface ActivityRuntime {
   jobPollMs: number;
   signalEveryMs: number;
   workflowStatus: ((workflowId: string) => Promise<string>) | undefined;
+  guestObserver: GuestObserver | undefined;
   /** Sends live progress to the calling workflow; best effort (a lost sample never fails a step). */
   report(progress: ProgressSignal): Promise<void>;
   /** The current attempt of a create task; a retry is reported to the workflow as it begins. */
@@ -49,6 +60,7 @@ export function activityRuntime(deps: ActivityDeps): ActivityRuntime {
     jobPollMs: deps.jobPollIntervalMs ?? 1000,
     signalEveryMs: deps.progressSignalIntervalMs ?? 2000,
     workflowStatus: deps.workflowStatus,
+    guestObserver: deps.guestObserver,
     report,
     async noteAttempt(task: string): Promise<number> {
       const attempt = Context.current().info.attempt;

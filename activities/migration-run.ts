@@ -26,6 +26,8 @@ export interface MigrateVmInput {
   target: HostRef;
   vmUuid: string;
   bandwidthMiBps: number | null;
+  /** `--tls` (the workflow decided it: common/security.ts). Absent: not encrypted. */
+  encryptStream?: boolean;
   convergence: ConvergencePolicy;
   pool: string;
   disks: DiskRecord[];
@@ -130,6 +132,7 @@ export class MigrationRun {
         ...(bandwidthMiBps !== null ? { bandwidthMiBps } : {}),
         autoConverge: convergence.autoConverge,
         postCopy: convergence.postCopy,
+        ...(this.input.encryptStream ? { encryptStream: true } : {}),
         ...(convergence.syncDiskWrites ? { syncDiskWrites: true } : {}),
         ...(this.copyDisks !== undefined ? { copyDisks: this.copyDisks } : {}),
         ...(this.sharedStorageProven ? { sharedStorageProven: true } : {}),
@@ -178,14 +181,30 @@ export class MigrationRun {
     if (!result.ok && this.ctx.cancellationSignal.aborted) await this.ctx.cancelled;
     if (result.ok) {
       // Step 6 asks libvirt where the VM runs: ask it now, together with the job's statistics.
-      const [stats, where] = await Promise.all([completedStats(hv, target, vmUuid, disks), locate(hv, source, target, vmUuid)]);
-      return { kind: 'moved', stats: { ...stats, location: where } };
+      const [stats, where, guestDowntimeMs] = await Promise.all([
+        completedStats(hv, target, vmUuid, disks),
+        locate(hv, source, target, vmUuid),
+        this.guestDowntime(),
+      ]);
+      return { kind: 'moved', stats: { ...stats, location: where, ...(guestDowntimeMs !== null ? { guestDowntimeMs } : {}) } };
     }
     const where = await locate(hv, source, target, vmUuid);
     if (where.location === 'target') return { kind: 'moved', stats: await completedStats(hv, target, vmUuid, disks) };
     if (this.stalled !== null) return { kind: 'stalled', limit: this.stalled };
     const why = result.err instanceof Error ? result.err.message : String(result.err);
     return { kind: 'failed', message: `libvirt's migration of ${vmUuid} failed: ${why}` };
+  }
+
+  /** The longest time the guest did not answer over this copy, when something watched it (best effort). */
+  private async guestDowntime(): Promise<number | null> {
+    const observer = this.rt.guestObserver;
+    if (!observer) return null;
+    try {
+      const ms = await observer.longestGapMs(this.input.vmUuid, this.startedAt, Date.now());
+      return ms === null ? null : Math.round(ms);
+    } catch {
+      return null;
+    }
   }
 
   private heartbeat(stats?: MigrationStats): MigrateHeartbeat {

@@ -10,7 +10,8 @@ import { basenameOf } from '../common/names';
 import { byDirectory } from '../common/storage';
 import type { DomainLocalFile, DomainNeeds, Hypervisor } from '../hypervisor/port';
 import type { ActivityRuntime } from './context';
-import { bridgesOnTarget, cpuOnTarget, filesOnTarget, machineOnTarget, networksOnTarget, noHostDevices } from './checks';
+import type { TransportPolicy } from '../common/security';
+import { bridgesOnTarget, cpuOnTarget, filesOnTarget, machineOnTarget, networksOnTarget, noHostDevices, transportOnTarget } from './checks';
 import { guarded } from './failures';
 import { probeTag, unreachable, withDirectoryPool } from './storage-plan';
 
@@ -18,6 +19,8 @@ export interface CheckTargetInput {
   vm: VmFacts;
   target: HostRef;
   mode: MigrationMode;
+  /** The request's transport policy (absent in runs recorded before it: not checked). */
+  transport?: TransportPolicy;
 }
 
 /**
@@ -51,6 +54,11 @@ export function preflightActivities({ hv }: ActivityRuntime) {
     async checkTarget(input: CheckTargetInput): Promise<PreflightResult> {
       return guarded(async () => {
         const { vm, target, mode } = input;
+        const transport = input.transport ? transportOnTarget(input.transport, mode, vm, target) : null;
+        const transportCheck = transport
+          ? outcome('transport', transport.refusal, transport.encrypt ? 'both hosts can encrypt the migration stream' : 'migration stream not encrypted')
+          : null;
+        if (transport?.refusal && transportCheck) return { checks: [transportCheck], refusal: transport.refusal, vmWide: transport.vmWide };
         try {
           const needs = await hv.domainNeeds(vm.source.uri, vm.uuid);
           const wantsNetworks = needs.nics.some((n) => n.type === 'network');
@@ -70,6 +78,7 @@ export function preflightActivities({ hv }: ActivityRuntime) {
             outcome('cpu', cpuOnTarget(vm.name, target, cpu), needs.cpuMode === 'custom' ? 'the target runs the VM\'s CPU model' : `CPU mode ${needs.cpuMode ?? 'default'}: not compared`),
             outcome('machine-type', machineOnTarget(target, needs, machine), `machine type ${needs.machine ?? 'default'} supported`),
             outcome('files', filesOnTarget(vm.name, target, missing), files.length === 0 ? 'no files outside the copied disks' : `${files.length} file(s) present at the same path`),
+            ...(transportCheck ? [transportCheck] : []),
           ];
           const failed = checks.find((c) => !c.ok);
           return { checks, refusal: failed?.detail ?? null, vmWide: vmWide !== null };

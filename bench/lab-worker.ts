@@ -1,6 +1,7 @@
 /** The lab's hosts registered in a bench inventory (synced from libvirt) and a Ferry worker over them. */
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
+import type { ActivityDeps } from '../activities';
 import type { Hypervisor } from '../hypervisor/port';
 import type { Inventory } from '../inventory';
 import type { LabStatus } from '../lab';
@@ -13,10 +14,11 @@ export async function startLabWorker(
   hv: Hypervisor,
   lab: LabStatus,
   taskQueue: string,
+  activityOptions: Pick<ActivityDeps, 'guestObserver'> = {},
 ): Promise<{ worker: Worker; running: Promise<void> }> {
   const synced = await registerLab(inv, hv, lab);
   const failed = synced.filter((r) => r.error);
   if (failed.length > 0) throw new Error(`lab sync failed: ${failed.map((r) => `${r.host}: ${r.error}`).join('; ')}`);
-  const worker = await createFerryWorker({ connection: env.nativeConnection, namespace: env.namespace ?? 'default', taskQueue, inventory: inv, hypervisor: hv, client: env.client });
+  const worker = await createFerryWorker({ connection: env.nativeConnection, namespace: env.namespace ?? 'default', taskQueue, inventory: inv, hypervisor: hv, client: env.client, activityOptions });
   return { worker, running: worker.run() };
 }

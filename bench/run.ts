@@ -2,7 +2,7 @@
  * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
  *
  *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared,
- *                      startup, e2e (the last two spawn the compiled CLI: `npm run build` first), ui
+ *                      startup, e2e, guest, ui (startup, e2e and ui need `npm run build` first)
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
  *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
  *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
@@ -16,7 +16,8 @@
  *                      share vs one with its disk in the `default` pool (copied), alternating ABBA
  *   --startup-runs N   processes per command in `startup` (default 20)
  *   --e2e-rounds N     rounds in `e2e` (default 4): `ferry migrate` (CLI process) vs the same work by hand with virsh
- *   --ui-loads N       page loads in `ui` (default 10; headless Chromium, `npm run build` first); --ui-history N rows (default 10000)
+ *   --guest-migrations N  live migrations of the Linux guest in `guest` (default 6): libvirt's downtime vs the guest's
+ *   --ui-loads N       page loads in `ui` (default 10; headless Chromium); --ui-history N rows (default 10000)
  *   --out FILE         the Markdown report (default bench/RESULTS.md); raw numbers go to FILE.json
  *
  * Sections of suites that did not run are kept from the previous report (each says when it was measured).
@@ -31,9 +32,10 @@ import { throughputBench, throughputMarkdown } from './throughput';
 import { downtimeMarkdown, evacuationMarkdown, labBench, overheadMarkdown, singleMedians } from './lab';
 import { sharedStorageBench, sharedStorageMarkdown, SHARED_STORAGE_DEFAULTS } from './shared-storage';
 import { e2eBench, e2eMarkdown, startupBench, startupMarkdown } from './cli';
+import { guestDowntimeBench, guestDowntimeMarkdown } from './guest-downtime';
 import { uiBench, uiMarkdown } from './ui';
 
-const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e', 'ui'] as const;
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e', 'guest', 'ui'] as const;
 type Suite = (typeof SUITES)[number];
 
 const TITLES: Record<Suite, string> = {
@@ -45,7 +47,8 @@ const TITLES: Record<Suite, string> = {
   shared: '6. Shared storage vs a copied disk (real lab, plain-virsh VMs)',
   startup: '7. CLI start-up: `ferry hosts list`, `ferry vms list --json`',
   e2e: '8. End to end as a user: `ferry migrate` (CLI process) vs the same work by hand with virsh',
-  ui: '9. `ferry ui` page load at fleet scale (1,000 VMs, 10,000 history rows, 20 migrations running)',
+  guest: "9. Guest-observed downtime (a real Linux guest, probed every 10 ms) vs libvirt's",
+  ui: '10. `ferry ui` page load at fleet scale (1,000 VMs, 10,000 history rows, 20 migrations running)',
 };
 
 function arg(name: string): string | undefined {
@@ -165,6 +168,12 @@ async function main(): Promise<void> {
     section('e2e', e2eMarkdown(r));
   }
 
+  if (selected.has('guest')) {
+    const r = await guestDowntimeBench({ migrations: numArg('guest-migrations', 6) });
+    raw.guest = r;
+    section('guest', guestDowntimeMarkdown(r));
+  }
+
   if (selected.has('ui')) {
     const r = await uiBench({ hosts: 105, vmsPerHost: 10, historyRows: numArg('ui-history', 10_000), migrations: 20, loads: numArg('ui-loads', 10) });
     raw.ui = r;
@@ -191,7 +200,9 @@ async function main(): Promise<void> {
   const extra = old.get('analysis');
   if (extra !== undefined) parts.push('## Analysis', '', '<!-- bench:analysis -->', extra.trimEnd(), '<!-- /bench:analysis -->', '');
   fs.writeFileSync(out, parts.join('\n'));
-  fs.writeFileSync(`${out}.json`, JSON.stringify(raw, null, 2) + '\n');
+  // Raw numbers of suites not re-run are kept, as their sections are.
+  const previousRaw = fs.existsSync(`${out}.json`) ? (JSON.parse(fs.readFileSync(`${out}.json`, 'utf8')) as Record<string, unknown>) : {};
+  fs.writeFileSync(`${out}.json`, JSON.stringify({ ...previousRaw, ...raw }, null, 2) + '\n');
   log(`wrote ${path.relative(process.cwd(), out)} and ${path.relative(process.cwd(), out)}.json`);
 }
 

@@ -2,12 +2,12 @@
 import type { Command } from 'commander';
 import { HOST_STATES, type HostState } from '../common/types';
 import { isHostRef } from '../common/names';
-import { libvirtUriProblem } from '../common/libvirt-uri';
-import { redactUri } from '../hypervisor/errors';
+import { isSecureTransport, uriTransport } from '../common/libvirt-uri';
+import { hostUri, transportLabel, type HostCredentialOptions } from './host-credentials';
 import { formatDuration } from '../common/durations';
 import { syncInventory } from '../inventory';
 import type { CliContext } from './context';
-import { CliExit, EXIT, gib, printJson, printTable } from './output';
+import { CliExit, EXIT, envFlag, gib, printJson, printTable } from './output';
 import { diskLayout } from '../common/storage';
 import type { ReconciledVm } from '../common/reconcile';
 
@@ -27,28 +27,31 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
       'libvirt URI (default qemu+tcp://<address>/system); qemu+tls://<host>/system[?pkipath=DIR] and ' +
         'qemu+ssh://[user@]<host>/system[?keyfile=FILE&known_hosts=FILE] too; never a password in the URI',
     )
+    .option('--tls-dir <dir>', "Ferry's TLS client certificate directory (cacert.pem, clientcert.pem, clientkey.pem): the URI's pkipath; default URI qemu+tls://<address>/system")
+    .option('--ssh-key <file>', "SSH private key (the URI's keyfile); default URI qemu+ssh://root@<address>/system")
+    .option('--known-hosts <file>', "SSH known_hosts file (the URI's known_hosts)")
+    .option('--require-secure', 'refuse a plain qemu+tcp URI (FERRY_REQUIRE_SECURE=1 sets this default)')
     .option('--storage-root <dir>', 'directory for per-VM storage directories', DEFAULT_STORAGE_ROOT)
     .option('--state <state>', `initial state (${HOST_STATES.join(', ')})`, 'normal')
     .option('--no-prepare', 'do not define the storage root pool or sync (add the record only)')
     .option('--json', 'print the host as JSON')
-    .action(async (name: string, o: { address: string; uri?: string; storageRoot: string; state: string; prepare: boolean; json?: boolean }) => {
+    .action(async (name: string, o: HostCredentialOptions & { storageRoot: string; state: string; prepare: boolean; json?: boolean }) => {
       if (!isHostRef(name) || !isHostRef(o.address)) throw new CliExit(EXIT.badInput, 'host name and address must be letters, digits, ".", "-", "_" or ":"');
       if (!HOST_STATES.includes(o.state as HostState)) throw new CliExit(EXIT.badInput, `state must be one of ${HOST_STATES.join(', ')}`);
       if (!o.storageRoot.startsWith('/')) throw new CliExit(EXIT.badInput, '--storage-root must be an absolute path');
       const inv = await ctx.inventory();
-      const uri = o.uri ?? `qemu+tcp://${o.address.includes(':') ? `[${o.address}]` : o.address}/system`;
-      const problem = libvirtUriProblem(uri);
-      if (problem !== null) throw new CliExit(EXIT.badInput, `--uri ${redactUri(uri)} refused: ${problem}`);
+      const uri = hostUri({ ...o, requireSecure: o.requireSecure ?? envFlag('FERRY_REQUIRE_SECURE') ?? false });
+      // Reach the host first: a refused certificate or key adds nothing to the inventory.
+      const hv = o.prepare ? await ctx.hypervisor() : null;
+      if (hv) await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
       await inv.addHost({ name, address: o.address, uri, storageRoot: o.storageRoot, state: o.state as HostState });
-      if (o.prepare) {
-        const hv = await ctx.hypervisor();
-        await hv.ensureStorageRootPool(uri, ROOT_POOL, o.storageRoot);
+      if (hv) {
         const [r] = await syncInventory(inv, hv, { hosts: [name] });
         if (r?.error) process.stderr.write(`warning: ${name} added but not synced: ${r.error}\n`);
       }
       const host = await inv.getHost(name);
       if (o.json) printJson(host);
-      else process.stdout.write(`added ${name} (${uri})\n`);
+      else process.stdout.write(`added ${name} (${uri}, ${transportLabel(uriTransport(uri))})\n`);
     });
 
   hosts
@@ -58,7 +61,7 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
     .action(async (o: { json?: boolean }) => {
       const inv = await ctx.inventory();
       const [list, vms, claims] = await Promise.all([inv.listHosts(), inv.listVms(), inv.listClaims()]);
-      if (o.json) return printJson(list);
+      if (o.json) return printJson(list.map((h) => ({ ...h, transport: uriTransport(h.uri), secure: isSecureTransport(uriTransport(h.uri)) })));
       printTable(list, [
         { header: 'NAME', value: (h) => h.name },
         { header: 'ADDRESS', value: (h) => h.address },
@@ -68,8 +71,16 @@ export function registerInventoryCommands(program: Command, ctx: CliContext): vo
         { header: 'VCPUS', value: (h) => h.vcpus, align: 'right' },
         { header: 'FREE STORAGE', value: (h) => gib(h.storageFreeBytes), align: 'right' },
         { header: 'RECEIVING', value: (h) => claims.filter((c) => c.host === h.name).map((c) => c.vmUuid).join(',') },
+        { header: 'SECURITY', value: (h) => transportLabel(uriTransport(h.uri)) },
         { header: 'URI', value: (h) => h.uri },
       ]);
+      const plain = list.filter((h) => !isSecureTransport(uriTransport(h.uri)));
+      if (plain.length > 0) {
+        process.stderr.write(
+          `warning: ${plain.map((h) => h.name).join(', ')} reached over plain qemu+tcp: anyone on the network can drive ` +
+            `${plain.length > 1 ? 'them' : 'it'} and migration streams cross in clear (re-add with qemu+tls:// --tls-dir, or qemu+ssh://)\n`,
+        );
+      }
     });
 
   hosts

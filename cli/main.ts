@@ -2,6 +2,9 @@
  * The `ferry` command line. Exit codes: 0 success, 2 bad input (nothing changed), 3 a migration was
  * aborted / timed out / cancelled and compensated, 1 anything else (e.g. Temporal unreachable).
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { FerryWorkerOptions } from '../worker';
 import { Command, CommanderError } from 'commander';
 import type { LabStatus } from '../lab';
 import { CliContext } from './context';
@@ -87,8 +90,9 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
     .option('--prefix <p>', 'names of hosts (<p>-h1…), bridge (<p>br0) and veths; 1-8 of [a-z0-9]', 'ferry')
     .option('--subnet <a.b.c>', 'the lab\'s /24 (first three octets)', '10.213.77')
     .option('--guest <kind>', "what new VMs run: tiny (nothing boots) or linux (a Debian kernel writing checksummed records, on the guest network)", 'tiny')
+    .option('--tls', 'TLS-only hosts (qemu+tls, client certificates from a lab CA, migration TLS configured)')
     .option('--json', 'print the lab status as JSON')
-    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; guest: string; json?: boolean }) => {
+    .action(async (o: { hosts: string; vms: string; prefix: string; subnet: string; guest: string; tls?: boolean; json?: boolean }) => {
       if (o.guest !== 'tiny' && o.guest !== 'linux') throw new CliExit(EXIT.badInput, `--guest must be tiny or linux (got ${o.guest})`);
       const hosts = wholeNumber('--hosts', o.hosts);
       const vms = wholeNumber('--vms', o.vms);
@@ -100,7 +104,7 @@ function registerLocalCommands(program: Command, ctx: CliContext): void {
         if (e instanceof LabError) throw new CliExit(EXIT.badInput, e.message);
         throw e;
       }
-      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, guest: o.guest });
+      const status = await upLab(ctx, hosts, vms, { prefix: o.prefix, subnet: o.subnet, guest: o.guest, tls: o.tls ?? false });
       if (o.json) printJson(status);
       else printLab(status);
     });
@@ -141,7 +145,7 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
   program
     .command('worker')
     .description('run a worker in the foreground (connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TLS env)')
-    .action(async () => (require('../worker') as typeof import('../worker')).runWorker());
+    .action(async () => (require('../worker') as typeof import('../worker')).runWorker({ activityOptions: { guestObserver: labGuestObserverOf(ctx.home) } }));
 
   program
     .command('demo')
@@ -164,12 +168,30 @@ function registerProcessCommands(program: Command, ctx: CliContext): void {
 }
 
 
+/**
+ * The lab's guest prober (lab/guest-net.ts) as the worker's guest observer (`guestDowntimeMs`): it answers for the
+ * Linux guests of a lab in this home and says nothing (null) for every other VM; the lab module loads when first
+ * asked about a home that has a prober.
+ */
+type GuestObserver = NonNullable<NonNullable<FerryWorkerOptions['activityOptions']>['guestObserver']>;
+
+function labGuestObserverOf(home: string): GuestObserver {
+  let observer: GuestObserver | undefined;
+  return {
+    longestGapMs(vmUuid, fromMs, toMs) {
+      if (!fs.existsSync(path.join(home, 'lab', 'probe'))) return Promise.resolve(null);
+      observer ??= (require('../lab/guest-net') as typeof import('../lab/guest-net')).labGuestObserver(home);
+      return observer.longestGapMs(vmUuid, fromMs, toMs);
+    },
+  };
+}
+
 /** Starts (or completes) the lab and registers its hosts and VMs in the inventory. */
 async function upLab(
   ctx: CliContext,
   hosts: number,
   vms: number,
-  naming: { prefix?: string; subnet?: string; guest?: 'tiny' | 'linux' } = {},
+  naming: { prefix?: string; subnet?: string; guest?: 'tiny' | 'linux'; tls?: boolean } = {},
 ): Promise<LabStatus> {
   const { labUp } = labModule();
   const { registerLab } = require('../lab/register') as typeof import('../lab/register');

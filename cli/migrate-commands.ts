@@ -9,14 +9,24 @@ import type { MigrationProgress, MigrationReport, MigrationStats } from '../comm
 import { TERMINAL_PHASES } from '../common/migration';
 import { formatDuration } from '../common/durations';
 import type { CliContext } from './context';
-import { CliExit, EXIT, copyFigures, mib, mibPerSec, printJson } from './output';
+import { CliExit, EXIT, copyFigures, envFlag, mib, mibPerSec, printJson } from './output';
 
 export interface MigrateOptions extends MigrationRequestFields {
   vm: string;
   source?: string;
+  /** --encrypt-stream / --no-encrypt-stream; absent: FERRY_ENCRYPT_STREAM, else the hosts' default. */
+  encryptStream?: boolean;
+  requireSecure?: boolean;
   wait: boolean;
   json?: boolean;
   dryRun?: boolean;
+}
+
+/** --encrypt-stream / --require-secure, or the fleet-wide defaults FERRY_ENCRYPT_STREAM / FERRY_REQUIRE_SECURE. */
+function transportOptions(o: MigrateOptions): Pick<LiveMigrationInput, 'encryptStream' | 'requireSecure'> {
+  const encryptStream = o.encryptStream ?? envFlag('FERRY_ENCRYPT_STREAM');
+  const requireSecure = o.requireSecure ?? envFlag('FERRY_REQUIRE_SECURE');
+  return { ...(encryptStream !== undefined ? { encryptStream } : {}), ...(requireSecure ? { requireSecure: true } : {}) };
 }
 
 export function exitCodeFor(status: MigrationReport['status']): number {
@@ -43,6 +53,9 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     .option('--max-downtime-ramp <ms>', 'raise the max downtime in steps up to this while memory iterations stall')
     .option('--progress-timeout <duration>', 'deadline: no new low of the remaining data for this long (default 150s)')
     .option('--on-deadline <action>', 'abort (default) or post-copy, when a deadline passes')
+    .option('--encrypt-stream', "encrypt the migration stream (libvirt --tls; default: on when both hosts are qemu+tls, or FERRY_ENCRYPT_STREAM=1)")
+    .option('--no-encrypt-stream', 'do not encrypt the migration stream (FERRY_ENCRYPT_STREAM=0 sets this default)')
+    .option('--require-secure', 'refuse hosts reached over plain qemu+tcp and encrypt the stream (FERRY_REQUIRE_SECURE=1 sets this default)')
     .option('--dry-run', 'run the checks and placement, claim nothing, print the plan (exit 0: it would go, 2: it would not)')
     .option('--no-wait', 'start and return')
     .option('--json', 'print one final JSON object')
@@ -125,12 +138,17 @@ export function registerMigrateCommands(program: Command, ctx: CliContext): void
     });
 }
 
+/** The workflow input for `ferry migrate`'s flags (validated by the workflow's own rules, not here). */
+export function migrateInputOf(o: MigrateOptions, vm: { name: string; uuid: string }, sourceHost: string): LiveMigrationInput {
+  return { ...migrationInput(vm, sourceHost, o), ...transportOptions(o) };
+}
+
 /** `ferry migrate`: resolve the VM, start, wait (progress bar or --json), exit by outcome. */
 export async function runMigrate(ctx: CliContext, o: MigrateOptions): Promise<void> {
   const vm = await ctx.resolveVm(o.vm, o.source);
   const inv = await ctx.inventory();
   const source = o.source ? ((await inv.getHost(o.source))?.address ?? o.source) : (await inv.getHost(vm.host))?.address ?? vm.host;
-  const input = migrationInput(vm, source, o);
+  const input = migrateInputOf(o, vm, source);
 
   const ferry = await ctx.client();
   if (o.dryRun) return dryRun(ferry, input, o.json === true);
@@ -240,7 +258,7 @@ function copyLines(m: MigrationStats): string[] {
 
 function printProgress(p: MigrationProgress): void {
   const lines = [
-    `${p.vm.name} (${p.vm.uuid}): ${p.phase}${p.mode ? ` (${p.mode})` : ''}`,
+    `${p.vm.name} (${p.vm.uuid}): ${p.phase}${p.mode ? ` (${p.mode})` : ''}${p.streamEncrypted ? ', stream encrypted' : ''}`,
     ...(p.rejectedTargets ?? []).map((t) => `  target ${t.host} refused${t.check ? ` (${t.check})` : ''}: ${t.reason}`),
     `  ${p.source} → ${p.target ?? '(choosing)'}; started ${p.startedAt}${p.deadline ? `, deadline ${p.deadline}` : ''}`,
     `  create attempts: ${Object.entries(p.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`,
@@ -277,9 +295,10 @@ function printReport(r: MigrationReport): void {
     r.status === 'migrated'
       ? r.mode === 'cold'
         ? `${r.vm} migrated cold ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (stopped: no downtime)`
-        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms)`
+        : `${r.vm} migrated ${r.source} → ${r.target} in ${formatDuration(r.durationMs)} (downtime ${r.downtimeMs ?? '?'} ms${r.guestDowntimeMs !== null && r.guestDowntimeMs !== undefined ? `, the guest did not answer for ${r.guestDowntimeMs} ms` : ''})`
       : `${r.vm} ${r.status}: ${r.reason ?? ''}`;
-  const lines = [head, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];
+  const stream = r.status === 'migrated' ? [`  stream ${r.streamEncrypted ? 'encrypted' : 'not encrypted'}`] : [];
+  const lines = [head, ...stream, `  create attempts: ${Object.entries(r.createAttempts).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`, ...diskLines(r.disks)];
   if (r.bytesTransferred !== null) lines.push(`  bytes transferred: ${mib(r.bytesTransferred)}`);
   for (const t of r.rejectedTargets ?? []) lines.push(`  target ${t.host} refused: ${t.reason}`);
   if (r.status === 'migrated') lines.push(`  source storage ${r.sourceCleaned ? 'removed' : 'kept'}`);

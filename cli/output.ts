@@ -61,3 +61,12 @@ export function copyFigures(f: { processedBytes: number | null; totalBytes: numb
   const pct = f.processedBytes !== null && f.totalBytes ? ` (${Math.floor((f.processedBytes / f.totalBytes) * 100)}%)` : '';
   return `${mib(f.processedBytes)} of ${mib(f.totalBytes)}${pct}, ${mibPerSec(f.bytesPerSec)}`;
 }
+
+/** A yes/no environment default: 1/true/yes/on or 0/false/no/off; anything else is bad input. */
+export function envFlag(name: string): boolean | undefined {
+  const v = process.env[name]?.trim().toLowerCase();
+  if (v === undefined || v === '') return undefined;
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new CliExit(EXIT.badInput, `${name}=${process.env[name]} is not 1 or 0`);
+}

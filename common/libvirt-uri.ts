@@ -69,3 +69,51 @@ export function libvirtUriProblem(uri: string): string | null {
   }
   return null;
 }
+
+/**
+ * How a URI's connection is protected: `tls` (x509 certificates both ways), `ssh` (keys), `local` (the host's
+ * own socket), `plain` (qemu+tcp: nothing on the wire is encrypted, and libvirtd authenticates the client only
+ * if it enforces SASL — Ferry flags such hosts and `requireSecure` refuses them).
+ */
+export type UriTransport = 'tls' | 'ssh' | 'local' | 'plain';
+
+export function uriTransport(uri: string): UriTransport {
+  const scheme = /^([a-z0-9+]+):/i.exec(uri)?.[1]?.toLowerCase() ?? '';
+  if (scheme === 'qemu+tls') return 'tls';
+  if (scheme === 'qemu+ssh' || scheme === 'qemu+libssh' || scheme === 'qemu+libssh2') return 'ssh';
+  if (scheme === 'qemu' || scheme === 'qemu+unix') return 'local';
+  return 'plain';
+}
+
+/** True when the connection is encrypted and the client authenticated by the transport itself. */
+export function isSecureTransport(t: UriTransport): boolean {
+  return t !== 'plain';
+}
+
+/**
+ * Parameters that name files on the machine of the client that uses the URI (Ferry's certificate directory,
+ * SSH key, known_hosts): meaningless on another machine.
+ */
+const CLIENT_FILE_PARAMS: readonly string[] = ['pkipath', 'keyfile', 'known_hosts'];
+
+/**
+ * The URI a host's peer uses for it: with --p2p the SOURCE daemon connects to the target with its own
+ * credentials (libvirt's defaults on that host: /etc/pki/libvirt/clientcert.pem, root's SSH key), so the
+ * parameters naming Ferry's own files are dropped; everything else stays.
+ */
+export function peerUri(uri: string): string {
+  const q = uri.indexOf('?');
+  if (q < 0) return uri;
+  const kept = uri
+    .slice(q + 1)
+    .split('&')
+    .filter((pair) => pair !== '' && !CLIENT_FILE_PARAMS.includes(pair.split('=')[0] ?? ''));
+  return kept.length ? `${uri.slice(0, q)}?${kept.join('&')}` : uri.slice(0, q);
+}
+
+/** `uri` with `params` appended to its query (values as given: libvirtUriProblem judges the result). */
+export function withUriParams(uri: string, params: Readonly<Record<string, string | undefined>>): string {
+  const pairs = Object.entries(params).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
+  if (pairs.length === 0) return uri;
+  return `${uri}${uri.includes('?') ? '&' : '?'}${pairs.join('&')}`;
+}

@@ -268,6 +268,11 @@ export interface CompletedMigrationStats {
   totalTimeMs: number | null;
   downtimeMs: number | null;
   bytesTransferred: number | null;
+  /**
+   * The longest time the guest did not answer its network probes over the migration, where something probed it
+   * (the lab's Linux guests: every 10 ms); absent otherwise. libvirt's `downtimeMs` is the pause it measured.
+   */
+  guestDowntimeMs?: number;
   /** Where libvirt said the VM runs when the copy ended (null when not asked). */
   location?: LocateResult | null;
 }
@@ -289,6 +294,8 @@ export interface MigrationProgress {
   phase: Phase;
   /** Live (running and paused VMs) or cold (stopped VMs); null until the VM was read. */
   mode: MigrationMode | null;
+  /** Whether the migration stream is encrypted (common/security.ts); null until the copy starts. */
+  streamEncrypted?: boolean | null;
   vm: { name: string; uuid: string };
   source: string;
   target: string | null;
@@ -315,6 +322,11 @@ export interface MigrationReport {
   status: MigrationResultKind;
   /** Live or cold; null when the VM was never read. */
   mode: MigrationMode | null;
+  /**
+   * The copy crossed the network encrypted: live, QEMU's migration TLS (`--tls`: memory and disks); cold, the
+   * worker's qemu+tls / qemu+ssh connections. False when no copy started.
+   */
+  streamEncrypted: boolean;
   workflowId: string;
   runId: string;
   vm: string;
@@ -328,6 +340,8 @@ export interface MigrationReport {
   rejectedTargets: RejectedTarget[];
   durationMs: number;
   downtimeMs: number | null;
+  /** Guest-observed downtime (CompletedMigrationStats.guestDowntimeMs), null when nothing probed the guest. */
+  guestDowntimeMs: number | null;
   bytesTransferred: number | null;
   migrationMs: number | null;
   timeoutMs: number | null;

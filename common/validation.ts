@@ -37,6 +37,14 @@ export interface LiveMigrationInput {
   timeout?: string;
   /** Migration bandwidth limit in MiB/s. Default: unlimited. */
   bandwidthMiBps?: number;
+  /**
+   * Encrypt the migration stream (libvirt's --tls: QEMU's migration TLS, memory and disk copies). Default: on when
+   * both hosts are qemu+tls hosts (or requireSecure), else off. A pair of hosts that cannot is refused before
+   * anything is created (common/security.ts). The result's `streamEncrypted` says what happened.
+   */
+  encryptStream?: boolean;
+  /** Refuse source and target hosts reached over plain qemu+tcp, and encrypt the stream. Default false. */
+  requireSecure?: boolean;
   /** Concurrency limits (defaults 2 outbound per host, 1 inbound per host, 5 in the fleet). */
   limits?: Partial<MigrationLimits>;
   /** Controls for migrations of busy VMs that may not converge. */
@@ -105,6 +113,9 @@ export interface MigrationRequest {
   /** null: derive from the VM's size once its disks are known. */
   timeoutMs: number | null;
   bandwidthMiBps: number | null;
+  /** null: the hosts' default (common/security.ts). */
+  encryptStream: boolean | null;
+  requireSecure: boolean;
   keepSourceStorage: boolean;
   createRetryIntervalMs: number;
   timeoutPerGiBMs: number;
@@ -171,6 +182,8 @@ const schema = z
       .min(1, 'bandwidthMiBps must be at least 1')
       .max(MAX_BANDWIDTH_MIBPS, `bandwidthMiBps must be at most ${MAX_BANDWIDTH_MIBPS}`)
       .optional(),
+    encryptStream: z.boolean({ error: 'encryptStream must be true or false' }).optional(),
+    requireSecure: z.boolean({ error: 'requireSecure must be true or false' }).optional(),
     limits: z
       .strictObject({
         maxOutboundPerHost: limit('limits.maxOutboundPerHost').optional(),
@@ -208,6 +221,10 @@ const schema = z
   .refine((v) => !(v.convergence?.maxDowntimeRamp && v.convergence.maxDowntimeRamp.maxMs < (v.convergence.maxDowntimeMs ?? LIBVIRT_DEFAULT_MAX_DOWNTIME_MS)), {
     message: 'convergence.maxDowntimeRamp.maxMs must be at least the initial max downtime',
     path: ['convergence', 'maxDowntimeRamp', 'maxMs'],
+  })
+  .refine((v) => !(v.requireSecure === true && v.encryptStream === false), {
+    message: 'requireSecure demands an encrypted migration stream: drop encryptStream: false (--no-encrypt-stream) or requireSecure (--require-secure)',
+    path: ['encryptStream'],
   })
   .refine((v) => v.targetHost === undefined || v.targetHost !== v.sourceHost, {
     message: 'targetHost is the source host: a VM cannot be migrated to the host it runs on',
@@ -260,6 +277,8 @@ export function validateMigrationInput(input: unknown): MigrationRequest {
     createAttempts: v.createAttempts ?? DEFAULT_CREATE_ATTEMPTS,
     timeoutMs: v.timeout ?? null,
     bandwidthMiBps: v.bandwidthMiBps ?? null,
+    encryptStream: v.encryptStream ?? null,
+    requireSecure: v.requireSecure ?? false,
     keepSourceStorage: v.options?.keepSourceStorage ?? false,
     createRetryIntervalMs: v.options?.createRetryInterval ?? DEFAULT_CREATE_RETRY_INTERVAL_MS,
     timeoutPerGiBMs: v.options?.timeoutPerGiB ?? DEFAULT_TIMEOUT_PER_GIB_MS,

@@ -13,6 +13,7 @@ export type LibvirtErrorKind =
   | 'invalid' // invalid argument, XML error, unsupported configuration, operation invalid in this state
   | 'exists' // object already exists / conflicts with another object: not retryable
   | 'aborted' // the job was aborted (domjobabort): not retryable
+  | 'tls' // TLS certificates missing, untrusted or refused (either side): not retryable, the same certificates fail again
   | 'failed' // libvirt said the operation failed for a reason a retry will not change
   | 'unknown'; // anything not recognised: retryable
 
@@ -117,8 +118,47 @@ const RULES: ReadonlyArray<readonly [RegExp, LibvirtErrorKind]> = [
 ];
 
 /** Classifies virsh's stderr (and our own time limit) into a LibvirtErrorKind. */
+/**
+ * TLS failures (certificates missing, untrusted or refused), seen with libvirt 9.0 against the TLS lab. Not
+ * retryable: a retry presents the same certificates. Each says what to fix; none quotes a file's contents.
+ */
+const TLS_PROBLEMS: ReadonlyArray<readonly [RegExp, string]> = [
+  [
+    /Unable to access credentials/i,
+    "QEMU's migration TLS certificates are missing on a host (an encrypted stream needs ca-cert.pem, server-cert.pem, " +
+      'server-key.pem, client-cert.pem and client-key.pem in qemu.conf\'s migrate_tls_x509_cert_dir, default /etc/pki/qemu, ' +
+      'on both hosts): install them, or migrate without encryptStream',
+  ],
+  [
+    /Unable to read TLS confirmation|Failed to verify peer's certificate|TLS handshake failed/i,
+    "the host refused the TLS client certificate (not issued by a CA the host trusts, or not in its tls_allowed_dn_list): " +
+      "give Ferry a client certificate of the fleet's CA (clientcert.pem, clientkey.pem in the URI's pkipath directory)",
+  ],
+  [
+    /Our own certificate .* failed validation/i,
+    "the TLS client certificate is not issued by the CA in the same directory's cacert.pem: put the fleet CA's certificate there",
+  ],
+  [
+    /Cannot read (CA certificate|certificate|private key)|Unable to read (CA certificate|certificate|private key)/i,
+    "a TLS certificate or key file is missing or unreadable: Ferry's are cacert.pem, clientcert.pem and clientkey.pem in the " +
+      "URI's pkipath directory (libvirt's default: /etc/pki/CA/cacert.pem, /etc/pki/libvirt/clientcert.pem, " +
+      '/etc/pki/libvirt/private/clientkey.pem); a source host connecting to its peer uses libvirt\'s default paths',
+  ],
+  [
+    /certificate .*(hasn't got a known issuer|is not trusted|failed validation|does not match|has expired|is not yet activated)/i,
+    "the host's TLS certificate is not trusted: cacert.pem must hold the CA that issued it, and its subjectAltName must " +
+      'name the address in the URI',
+  ],
+];
+
+/** What to do about a TLS failure in virsh's stderr, or null when it is none. */
+export function tlsProblem(stderr: string): string | null {
+  return TLS_PROBLEMS.find(([re]) => re.test(stderr))?.[1] ?? null;
+}
+
 export function classifyVirshError(stderr: string, timedOut: boolean): LibvirtErrorKind {
   if (timedOut) return 'timeout';
+  if (tlsProblem(stderr) !== null) return 'tls';
   for (const [re, kind] of RULES) {
     if (re.test(stderr)) return kind;
   }
@@ -178,6 +218,11 @@ const CONNECTION_CAUSES: ReadonlyArray<readonly [RegExp, string]> = [
   [/Disconnected from/i, 'disconnected'],
 ];
 
+/** The listener a URI needs (a TLS-only host has no TCP listener: it refuses qemu+tcp outright). */
+function listener(uri: string): string {
+  return /^qemu\+tls:/i.test(uri) ? 'TLS (listen_tls, port 16514)' : /^qemu\+tcp:/i.test(uri) ? 'TCP' : 'its socket';
+}
+
 export interface VirshFailureContext {
   /** What Ferry was doing, e.g. `pool-define-as ferry-vm1` or `getDomain 1234-...`. */
   what: string;
@@ -211,8 +256,8 @@ export function libvirtErrorFromStderr(
       const viaRemote = /Failed to connect to remote libvirt URI/i.test(stderr);
       message = viaRemote
         ? `${ctx.what} on ${host}: the source daemon could not reach the target (${cause}): ` +
-          `is the target's libvirtd running and listening on TCP? (${detail})`
-        : `host ${host} unreachable (${cause}) during ${ctx.what}: is libvirtd running and listening on TCP? (${detail})`;
+          `is the target's libvirtd running and listening on ${listener(host)}? (${detail})`
+        : `host ${host} unreachable (${cause}) during ${ctx.what}: is libvirtd running and listening on ${listener(host)}? (${detail})`;
       break;
     }
     case 'busy':
@@ -229,6 +274,9 @@ export function libvirtErrorFromStderr(
       break;
     case 'invalid':
       message = `${ctx.what} on ${host} refused as invalid (${detail})`;
+      break;
+    case 'tls':
+      message = `${ctx.what} on ${host}: TLS failed: ${tlsProblem(stderr) ?? 'certificate problem'} (${detail})`;
       break;
     case 'aborted':
       message = `${ctx.what} on ${host}: job aborted (${detail})`;

@@ -215,6 +215,11 @@ export interface MigrateOptions {
   /** `--copy-storage-synchronous-writes`: the disk mirrors run write-blocking (only with disks copied). */
   syncDiskWrites?: boolean;
   /**
+   * `--tls`: QEMU encrypts the migration stream and the disk copies (NBD over TLS) with the certificates of
+   * qemu.conf's migrate_tls_x509_cert_dir on both hosts; a host without them fails the migration at once.
+   */
+  encryptStream?: boolean;
+  /**
    * Target devs of the disks to copy into the volumes pre-created on the target (`--copy-storage-all
    * --migrate-disks`); `[]` copies no disk (every disk is on storage the target shares). Undefined: copy every
    * writable disk (`--copy-storage-all` alone).
@@ -282,6 +287,10 @@ export interface Hypervisor {
   /**
    * Live-migrates with `--live --p2p --persistent --undefinesource` and the disk copy `copyDisks` asks for. Resolves when
    * virsh reports success; rejects with a LibvirtError otherwise. Not idempotent: callers reconcile first.
+   */
+  /**
+   * `targetUri` is Ferry's URI of the target; with --p2p the source daemon connects to it with the source
+   * host's own credentials (the parameters naming Ferry's files, e.g. `pkipath`, are not passed on: peerUri).
    */
   migrate(sourceUri: string, uuid: string, targetUri: string, opts: MigrateOptions): Promise<void>;
   /** Statistics of the domain's current job (`type: 'none'` when there is none). */

@@ -42,7 +42,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { posix } from 'node:path';
 import type { DiskFormat } from '../common/types';
-import { libvirtUriProblem } from '../common/libvirt-uri';
+import { libvirtUriProblem, peerUri } from '../common/libvirt-uri';
 import {
   LibvirtError,
   classifyVirshError,
@@ -219,8 +219,8 @@ function migrateError(raw: unknown, sourceUri: string, targetUri: string, what: 
   return new LibvirtError(
     'connection',
     `${what}: the source ${redactUri(sourceUri)} cannot reach the target's libvirtd (${cause}); with --p2p the ` +
-      `source daemon connects to ${redactUri(targetUri)} itself: is the target's libvirtd running and listening ` +
-      `on TCP, reachable from the source? (${virshErrorDetail(e.stderr)})`,
+      `source daemon connects to ${redactUri(peerUri(targetUri))} itself, with the source host's own credentials: is the ` +
+      `target's libvirtd running and listening (${/^qemu\+tls:/i.test(targetUri) ? 'TLS, port 16514' : 'TCP'}), reachable from the source? (${virshErrorDetail(e.stderr)})`,
     e.args,
     e.stderr,
   );
@@ -795,7 +795,8 @@ export class VirshHypervisor implements Hypervisor {
     if (opts.autoConverge) args.push('--auto-converge');
     if (opts.postCopy) args.push('--postcopy');
     if (opts.syncDiskWrites && args.includes('--copy-storage-all')) args.push('--copy-storage-synchronous-writes');
-    args.push(`--domain=${uuid}`, `--desturi=${targetUri}`);
+    if (opts.encryptStream) args.push('--tls');
+    args.push(`--domain=${uuid}`, `--desturi=${peerUri(targetUri)}`);
     const what = `migrate ${uuid} to ${redactUri(targetUri)}`;
     try {
       await this.exec(sourceUri, args, what, {
@@ -998,7 +999,7 @@ export class VirshHypervisor implements Hypervisor {
     checkUri(targetUri);
     const what = `migrateOffline ${uuid} to ${redactUri(targetUri)}`;
     try {
-      await this.exec(sourceUri, ['migrate', '--offline', '--persistent', '--undefinesource', '--p2p', `--domain=${uuid}`, `--desturi=${targetUri}`], what);
+      await this.exec(sourceUri, ['migrate', '--offline', '--persistent', '--undefinesource', '--p2p', `--domain=${uuid}`, `--desturi=${peerUri(targetUri)}`], what);
     } catch (e) {
       throw migrateError(e, sourceUri, targetUri, what);
     }

@@ -125,3 +125,21 @@ export async function signalAndWait(pid: number, signal: 'SIGKILL' | 'SIGTERM'):
     if (left.length) throw new LabError(`pid ${pid} does not die`);
   }
 }
+
+/**
+ * Starts a lab daemon other than libvirtd (the guest prober) detached, without a shell, its output appended to
+ * `logFile`; returns its pid (LabError when it could not be started).
+ */
+export function spawnLabDaemon(file: string, args: readonly string[], logFile: string): number {
+  const out = fs.openSync(logFile, 'a');
+  let child;
+  try {
+    child = spawn(file, args, { detached: true, stdio: ['ignore', out, out], cwd: '/' });
+  } finally {
+    fs.closeSync(out);
+  }
+  child.on('error', () => undefined);
+  child.unref();
+  if (!child.pid) throw new LabError(`could not start ${file}`);
+  return child.pid;
+}

@@ -13,14 +13,14 @@
  * replies, the longest gap between two replies, the last acknowledged record. `guestDowntimeMs` is the longest
  * gap over a migration (labGuestObserver).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../hypervisor/exec';
+import { spawnLabDaemon } from './daemons';
 import { guestAgentBinary } from './linux-guest';
 import { checkLabPrefix, labDir } from './naming';
-import type { LabState } from './state';
-import { ensureOnlyAddress, ipLinks, isAlive, killAndWait, nsInodeOfFile, pidsInNamespaces, procInfo, safeReaddir, tryRun } from './sys';
+import { readState, writeState, type LabState } from './state';
+import { ensureOnlyAddress, ipLinks, isAlive, killAndWait, nsInodeOfFile, pidsInNamespaces, procInfo, safeReaddir, sleep, tryRun } from './sys';
 import { LabError } from './types';
 
 /** The guests' /24 (its own layer-2 segment per lab, reachable only from the prober's namespace). */
@@ -49,9 +49,17 @@ export function guestAddress(n: number): string {
   return `${LAB_GUEST_SUBNET}.${10 + n}`;
 }
 
+/** Every Linux guest the prober watches: the lab's own and those added with labProbeGuest. */
+export function probeTargets(st: LabState): { name: string; uuid: string; ip: string }[] {
+  return [
+    ...st.vms.flatMap((v) => (v.guest?.kind === 'linux' ? [{ name: v.name, uuid: v.uuid, ip: v.guest.ip }] : [])),
+    ...st.probedGuests,
+  ];
+}
+
 /** The first address no Linux guest of the lab has. */
 export function nextGuestAddress(st: LabState): string {
-  const used = new Set(st.vms.flatMap((v) => (v.guest?.kind === 'linux' ? [v.guest.ip] : [])));
+  const used = new Set(probeTargets(st).map((t) => t.ip));
   for (let n = 1; n <= 240; n++) if (!used.has(guestAddress(n))) return guestAddress(n);
   throw new LabError('the lab has no guest address left (240 Linux guests)');
 }
@@ -130,7 +138,7 @@ function proberPid(home: string): number {
  * Does nothing for a lab without Linux guests.
  */
 export async function ensureProber(home: string, st: LabState): Promise<void> {
-  const targets = st.vms.flatMap((v) => (v.guest?.kind === 'linux' ? [{ name: v.name, ip: v.guest.ip }] : []));
+  const targets = probeTargets(st).map((t) => ({ name: t.name, ip: t.ip }));
   if (targets.length === 0) return;
   const dir = probeDir(home);
   fs.mkdirSync(dir, { recursive: true });
@@ -142,21 +150,9 @@ export async function ensureProber(home: string, st: LabState): Promise<void> {
   }
   if (proberPid(home)) return;
   const bin = await guestAgentBinary();
-  const log = fs.openSync(path.join(dir, 'prober.log'), 'a');
-  let child;
-  try {
-    // `ip netns exec` enters the namespace and execs the prober: the spawned pid is the prober's.
-    child = spawn('ip', ['netns', 'exec', proberNetns(st.prefix), bin, 'probe', file, dir], {
-      detached: true,
-      stdio: ['ignore', log, log],
-      cwd: '/',
-    });
-  } finally {
-    fs.closeSync(log);
-  }
-  child.unref();
-  if (!child.pid) throw new LabError('could not start the guest prober');
-  fs.writeFileSync(proberPidFile(home), `${child.pid}\n`);
+  // `ip netns exec` enters the namespace and execs the prober: the spawned pid is the prober's.
+  const pid = spawnLabDaemon('ip', ['netns', 'exec', proberNetns(st.prefix), bin, 'probe', file, dir], path.join(dir, 'prober.log'));
+  fs.writeFileSync(proberPidFile(home), `${pid}\n`);
 }
 
 /** One second of probing one guest (a line of <vm>.jsonl). */
@@ -208,4 +204,42 @@ export function longestGapMs(home: string, vm: string, fromMs: number, toMs: num
   const answered = secs.filter((s) => s.recv > 0);
   if (answered.length === 0) return null;
   return Math.max(...answered.map((s) => s.maxGapMs));
+}
+
+/**
+ * A Linux guest defined outside the lab (plain virsh, booting linuxGuestBoot's kernel with `ferry.ip=<ip>`): the
+ * prober watches it from now on under `name`. Returns the address to give it (a new one, or the one it has).
+ */
+export async function labProbeGuest(home: string, g: { name: string; uuid: string }): Promise<string> {
+  const abs = path.resolve(home);
+  const st = readState(abs);
+  if (!st) throw new LabError(`no lab in ${labDir(abs)} (run labUp first)`);
+  const known = probeTargets(st).find((t) => t.uuid === g.uuid || t.name === g.name);
+  if (known) {
+    if (known.uuid !== g.uuid || known.name !== g.name) throw new LabError(`the prober already watches a guest named ${known.name} (${known.uuid})`);
+    return known.ip;
+  }
+  const ip = nextGuestAddress(st);
+  st.probedGuests.push({ name: g.name, uuid: g.uuid, ip });
+  writeState(abs, st);
+  await ensureProber(abs, st);
+  return ip;
+}
+
+/**
+ * The lab as a GuestObserver (activities/context.ts): the longest gap in a probed guest's replies over a
+ * migration. Waits (at most 6 s) for the prober to write the seconds after the migration ended, so that a gap
+ * the switch-over opened is closed and counted; null for a VM the prober does not watch.
+ */
+export function labGuestObserver(home: string, graceMs = 2000): { longestGapMs(uuid: string, fromMs: number, toMs: number): Promise<number | null> } {
+  return {
+    async longestGapMs(uuid, fromMs, toMs) {
+      const st = readState(path.resolve(home));
+      const t = st ? probeTargets(st).find((x) => x.uuid === uuid) : undefined;
+      if (!t) return null;
+      const deadline = Date.now() + graceMs + 4000;
+      while (Date.now() < deadline && (probeSeconds(home, t.name).at(-1)?.t ?? 0) < toMs + graceMs) await sleep(250);
+      return longestGapMs(home, t.name, fromMs, toMs, graceMs);
+    },
+  };
 }

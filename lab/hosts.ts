@@ -14,11 +14,17 @@ import { readState, requireHost, type StateHost } from './state';
 import { isNsfsMount, procInfo, safeReaddir, waitUntil } from './sys';
 
 /** One host up: network, mount namespace, configuration, libvirtd, and the started+autostarted root pool. */
-export async function bringUpHost(home: string, h: StateHost, nsReal: string, bridge: string, log: (l: string) => void): Promise<void> {
+export async function bringUpHost(
+  home: string,
+  h: StateHost,
+  nsReal: string,
+  lab: { bridge: string; tls: boolean },
+  log: (l: string) => void,
+): Promise<void> {
   const r = refs(home, h);
-  await ensureHostNetwork(r, bridge);
+  await ensureHostNetwork(r, lab.bridge);
   await ensureHostMountNs(r, nsReal);
-  const changed = writeHostConfig(r);
+  const changed = writeHostConfig(r, lab.tls);
   await ensureDaemon(r, changed, log);
   await labHypervisor.ensureStorageRootPool(h.uri, LAB_ROOT_POOL, LAB_STORAGE_ROOT);
 }
@@ -100,7 +106,7 @@ export async function startHostDaemon(home: string, host: string): Promise<void>
     if (s) await ensureBridge(bridge, s.subnet);
     await ensureHostNetwork(r, bridge);
     await ensureHostMountNs(r, nsReal);
-    writeHostConfig(r);
+    writeHostConfig(r, s?.tls ?? false);
   }
   await spawnDaemon(r);
 }

@@ -12,7 +12,8 @@
  *   /run/netns/<name>                          network namespace (ip netns); eth0 = <address>/24
  *   bridge <prefix>br0 (<subnet>.1/24) in the root namespace; root side of each host's veth: <name>-v
  *
- * Hosts: <prefix>-h1..<prefix>-hN at <subnet>.11, .12, …; URI qemu+tcp://<ip>/system (no auth, no TLS).
+ * Hosts: <prefix>-h1..<prefix>-hN at <subnet>.11, .12, …; URI qemu+tcp://<ip>/system (no auth, no TLS), or
+ * with `tls` qemu+tls://<ip>/system?pkipath=<home>/lab/pki/ferry (TLS only, client certificates; lab/pki.ts).
  * The prefix (default `ferry`) and subnet (default 10.213.77) make a lab: several labs with different
  * prefixes and subnets run side by side on one machine. Both are recorded in state.json, so labDown,
  * labStatus, stopHostDaemon and startHostDaemon find them from the home alone.
@@ -57,6 +58,7 @@ import {
 import { ensureGuestNetwork, ensureProber, nextGuestAddress, teardownGuestNetwork } from './guest-net';
 import { checkLinuxGuest } from './linux-guest';
 import { assertSubnetFree, ensureBridge, ensureNsDir } from './network';
+import { ensureLabPki, labClientPkiDir } from './pki';
 import { ensureUsers, requireRoot, requireTools } from './preconditions';
 import { checkLabSize, checkVmSize, LAB_RANDOM_DATA_MIB, LAB_VM_MEMORY_MIB } from './sizes';
 import { readState, writeState, type LabState } from './state';
@@ -88,9 +90,12 @@ export {
 } from './naming';
 export { checkLabSize, LAB_MAX_HOSTS, LAB_MAX_VMS } from './sizes';
 export { labAddVm, labSerialLogPath } from './vms';
+export { labClientPkiDir, labPkiDir, makeForeignClientPki } from './pki';
 export type { LinuxGuestSpec } from './linux-guest';
-export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
-export { verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
+export { LAB_GUEST_BRIDGE, LAB_GUEST_SUBNET, labGuestObserver, labProbeGuest, longestGapMs, probeSeconds, type ProbeSecond } from './guest-net';
+export { linuxGuestBoot, type LinuxGuestBoot } from './linux-guest';
+export { guestBootDir } from './naming';
+export { verifyGuestDisk, verifyRecords, recordViolations, type RecordCheck, type GuestRecord } from './records';
 export { startHostDaemon, stopHostDaemon } from './hosts';
 
 /**
@@ -107,15 +112,17 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   checkLabSize(o);
   checkVmSize('vmMemoryMiB', vmMemoryMiB, randomDataMiB);
   requireRoot();
-  requireTools();
+  requireTools(o.tls ?? false);
   await ensureUsers();
 
   const home = path.resolve(o.home);
   let state = readState(home);
   await assertSubnetFree(labBridgeName(prefix), subnet); // before anything is written or torn down
-  if (state && (state.subnet !== subnet || state.prefix !== prefix)) {
+  const tls = o.tls ?? false;
+  if (state && (state.subnet !== subnet || state.prefix !== prefix || state.tls !== tls)) {
     throw new LabError(
-      `the lab in ${labDir(home)} uses prefix ${state.prefix} and subnet ${state.subnet}; run \`ferry lab down\` first`,
+      `the lab in ${labDir(home)} uses prefix ${state.prefix}, subnet ${state.subnet} and ${state.tls ? 'TLS' : 'plain TCP'}; ` +
+        'run `ferry lab down` first',
     );
   }
   if (!state) {
@@ -129,8 +136,10 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
       prefix,
       subnet,
       bridge: labBridgeName(prefix),
+      tls,
       hosts: [],
       vms: [],
+      probedGuests: [],
       createdAt: new Date().toISOString(),
     };
   }
@@ -138,16 +147,18 @@ export async function labUp(o: LabUpOptions): Promise<LabStatus> {
   for (let i = state.hosts.length + 1; i <= o.hosts; i++) {
     const name = labHostName(i, prefix);
     const address = `${subnet}.${10 + i}`;
-    state.hosts.push({ name, address, uri: labHostUri(address), netns: name, hostUuid: randomUUID() });
+    const uri = labHostUri(address, tls ? labClientPkiDir(home) : undefined);
+    state.hosts.push({ name, address, uri, netns: name, hostUuid: randomUUID() });
   }
   writeState(home, state);
   const st: LabState = state;
+  if (tls) await ensureLabPki(home, prefix, st.hosts);
 
   // Stray hosts of this prefix that are not ours (another home, a crashed session).
   const nsReal = await ensureNsDir(home);
   await teardownHosts(prefix, new Set(st.hosts.map((h) => h.name)), nsReal, log);
   await ensureBridge(st.bridge, subnet);
-  await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, st.bridge, log)));
+  await Promise.all(st.hosts.map((h) => bringUpHost(home, h, nsReal, st, log)));
   await ensureGuestNetwork(st);
   await warmQemuCaps(home, st.hosts, log);
 
@@ -188,7 +199,7 @@ export async function labDown(home: string, opts: { prefix?: string } = {}): Pro
 
 export async function labStatus(home: string): Promise<LabStatus> {
   const s = readState(path.resolve(home));
-  if (!s) return { hosts: [], vms: [] };
+  if (!s) return { tls: false, hosts: [], vms: [] };
   const hosts: LabHost[] = s.hosts.map((h) => ({
     name: h.name,
     address: h.address,
@@ -198,5 +209,5 @@ export async function labStatus(home: string): Promise<LabStatus> {
     dir: labHostDir(home, h.name),
     storageRoot: LAB_STORAGE_ROOT,
   }));
-  return { hosts, vms: await labVms(home, s) };
+  return { tls: s.tls, hosts, vms: await labVms(home, s) };
 }

@@ -24,6 +24,8 @@ export const LAB_BINDS: readonly { inside: string; sub: string }[] = [
   { inside: '/etc/libvirt', sub: 'etc' },
   { inside: '/var/log/libvirt', sub: 'log' },
   { inside: '/var/cache/libvirt', sub: 'cache' },
+  // the host's certificates (TLS labs: lab/pki.ts); empty in a TCP lab
+  { inside: '/etc/pki', sub: 'pki' },
 ];
 
 /** A lab prefix: 1..8 characters of [a-z0-9] (so that `<prefix>-h<k>-v` fits an interface name). */
@@ -50,8 +52,12 @@ export function checkSubnet(subnet: string): string {
   return subnet;
 }
 
-export function labHostUri(address: string): string {
-  return `qemu+tcp://${address}/system`;
+/**
+ * A lab host's URI: `qemu+tcp://<ip>/system` (no authentication), or with `clientPkiDir` (a TLS lab)
+ * `qemu+tls://<ip>/system?pkipath=<clientPkiDir>`: libvirt's client takes Ferry's certificate from there.
+ */
+export function labHostUri(address: string, clientPkiDir?: string): string {
+  return clientPkiDir === undefined ? `qemu+tcp://${address}/system` : `qemu+tls://${address}/system?pkipath=${clientPkiDir}`;
 }
 
 export function labDir(home: string): string {

@@ -11,15 +11,17 @@ export function requireRoot(): void {
   }
 }
 
-export function requireTools(): void {
+/** `tls`: the TLS lab also makes its certificates with openssl. */
+export function requireTools(tls = false): void {
   const tools = [LIBVIRTD, 'virsh', 'qemu-img', 'qemu-system-x86_64', 'ip', 'nsenter', 'unshare', 'mount', 'umount', 'hostname', 'stat'];
+  if (tls) tools.push('openssl');
   const dirs = (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').concat(['/usr/sbin', '/sbin']);
   const missing = tools.filter((t) =>
     t.startsWith('/') ? !fs.existsSync(t) : !dirs.some((d) => d && fs.existsSync(path.join(d, t))),
   );
   if (missing.length) {
     throw new LabError(
-      `missing ${missing.join(', ')}; install libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils iproute2`,
+      `missing ${missing.join(', ')}; install libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils iproute2 openssl`,
     );
   }
 }

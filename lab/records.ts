@@ -11,6 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../hypervisor/exec';
+import { refs, tmpDir } from './naming';
+import { readState } from './state';
+import { LabError } from './types';
 
 export const RECORD_BYTES = 512;
 export const RING_START = 1 << 20;
@@ -96,12 +99,18 @@ export function checkRecords(raw: Buffer): RecordCheck {
   return { count: seqs.length, first: seqs[0] ?? null, last: seqs.at(-1) ?? null, holes, bad, records };
 }
 
-/** Reads the records of a disk image (any format qemu-img reads; `-U`: the VM may be running). */
-export async function verifyRecords(image: string, scratchDir: string, format = 'qcow2'): Promise<RecordCheck> {
+/**
+ * Reads the records of a disk image (any format qemu-img reads; `-U`: the VM may be running). `mountNs`: a mount
+ * namespace handle to read it in (a lab host's, for a path only that host sees, e.g. a shared directory's bind
+ * mount); `scratchDir` must be a directory that namespace shares with ours (anything outside the lab's binds).
+ */
+export async function verifyRecords(image: string, scratchDir: string, o: { format?: string; mountNs?: string } = {}): Promise<RecordCheck> {
   fs.mkdirSync(scratchDir, { recursive: true });
   const raw = path.join(scratchDir, `records.${process.pid}.${Date.now()}.raw`);
   try {
-    await run('qemu-img', ['convert', '-U', '-f', format, '-O', 'raw', image, raw], { timeoutMs: 120_000 });
+    const args = ['convert', '-U', '-f', o.format ?? 'qcow2', '-O', 'raw', image, raw];
+    if (o.mountNs) await run('nsenter', [`--mount=${o.mountNs}`, '--', 'qemu-img', ...args], { timeoutMs: 120_000 });
+    else await run('qemu-img', args, { timeoutMs: 120_000 });
     const fd = fs.openSync(raw, 'r');
     try {
       const buf = Buffer.alloc(RING_START + RING_SLOTS * RECORD_BYTES);
@@ -126,4 +135,12 @@ export function recordViolations(check: RecordCheck, acked: number): string[] {
   if (acked >= 0 && (check.last === null || check.last < acked)) out.push(`acknowledged up to ${acked}, the disk ends at ${check.last ?? 'nothing'}`);
   if (check.first !== null && check.first > 0 && check.last !== null && check.last < RING_SLOTS) out.push(`records 0-${check.first - 1} are missing`);
   return out;
+}
+
+/** verifyRecords of a disk as a lab host sees it (`insidePath`: the path in the domain's XML on that host). */
+export async function verifyGuestDisk(home: string, host: string, insidePath: string, format = 'qcow2'): Promise<RecordCheck> {
+  const st = readState(path.resolve(home));
+  const h = st?.hosts.find((x) => x.name === host);
+  if (!h) throw new LabError(`no lab host ${host}`);
+  return verifyRecords(insidePath, tmpDir(path.resolve(home)), { format, mountNs: refs(path.resolve(home), h).mntFile });
 }

@@ -32,6 +32,8 @@ const StateVmSchema = z.object({
     ])
     .optional(),
 });
+/** A Linux guest defined outside the lab (e.g. with plain virsh by a test) that the prober watches too. */
+const ProbedGuestSchema = z.object({ name: z.string(), uuid: z.string(), ip: z.string() });
 const StateSchema = z.object({
   version: z.literal(1),
   home: z.string(),
@@ -39,8 +41,12 @@ const StateSchema = z.object({
   prefix: z.string().default(LAB_DEFAULT_PREFIX),
   subnet: z.string(),
   bridge: z.string(),
+  /** `ferry lab up --tls`: TLS-only daemons, certificates in <home>/lab/pki (lab/pki.ts). Absent: TCP. */
+  tls: z.boolean().default(false),
   hosts: z.array(StateHostSchema),
   vms: z.array(StateVmSchema),
+  /** Linux guests the prober watches besides the lab's own (labProbeGuest). */
+  probedGuests: z.array(ProbedGuestSchema).default([]),
   createdAt: z.string(),
 });
 export type StateHost = z.infer<typeof StateHostSchema>;

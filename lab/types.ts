@@ -31,6 +31,8 @@ export interface LabVm {
 }
 
 export interface LabStatus {
+  /** TLS lab (`labUp({ tls: true })`): hosts are qemu+tls:// only. */
+  tls: boolean;
   hosts: LabHost[];
   vms: LabVm[];
 }
@@ -46,6 +48,12 @@ export interface LabUpOptions {
    * `<prefix>-h<k>-v`. 1..8 characters of [a-z0-9], default `ferry`.
    */
   prefix?: string;
+  /**
+   * TLS only: each libvirtd listens on 16514 with TLS (no TCP listener), certificates from a lab CA made with
+   * openssl (lab/pki.ts), QEMU's migration TLS configured; hosts' URIs are qemu+tls://…?pkipath=<home>/lab/pki/ferry.
+   * Default false (qemu+tcp, no authentication). A lab keeps its mode until `lab down`.
+   */
+  tls?: boolean;
   /** Default 128. */
   vmMemoryMiB?: number;
   /**

@@ -132,6 +132,8 @@ export function labDomainXml(o: LabDomainXmlOptions): string {
       `    <interface type='bridge'>`,
       `      <source bridge='${escapeXml(b)}'/>`,
       `      <model type='virtio'/>`,
+      // no boot ROM: QEMU refuses to start a virtio NIC whose ROM file (Debian's ipxe-qemu) is not installed
+      `      <rom enabled='no'/>`,
       `    </interface>`,
     ]),
     `    <controller type='usb' model='none'/>`,

@@ -130,11 +130,13 @@ export async function connectFerryWorker(
 }
 
 /** `ferry worker`: connect from the environment, register search attributes, run until SIGINT/SIGTERM. */
-export async function runWorker(opts: { target?: TemporalTarget; log?: (line: string) => void } = {}): Promise<void> {
+export async function runWorker(
+  opts: { target?: TemporalTarget; log?: (line: string) => void } & Pick<FerryWorkerOptions, 'activityOptions'> = {},
+): Promise<void> {
   const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const metrics = installMetrics();
   if (metrics) log(`Prometheus metrics on http://${metrics}/metrics`);
-  const w = await connectFerryWorker(opts.target ? { target: opts.target } : {});
+  const w = await connectFerryWorker({ ...(opts.target ? { target: opts.target } : {}), ...(opts.activityOptions ? { activityOptions: opts.activityOptions } : {}) });
   try {
     const added = await ensureSearchAttributes(w.clientConnection, w.target.namespace);
     if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);

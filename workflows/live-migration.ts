@@ -35,6 +35,7 @@ import { formatDuration } from '../common/durations';
 import { FailureType } from '../common/failures';
 import { vmPoolName } from '../common/names';
 import { SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../common/search-attributes';
+import { streamEncryption, transportPolicy } from '../common/security';
 import { byDirectory, copiedDisks, dataToMove, diskTaskName, legacyPlan, ownPoolName, reportedDisks } from '../common/storage';
 import { migrationTimeoutMs, type LiveMigrationInput, type MigrationRequest } from '../common/validation';
 import { attemptsOf, rootApplicationFailure, rootMessage, StepFailure, validatedRequest } from './failures';
@@ -99,6 +100,8 @@ const MAX_REJECTED_TARGETS = 3;
 const STORAGE_PLAN_PATCH = 'storage-plan';
 /** Runs started before pre-flight checks replay without them. */
 const PREFLIGHT_PATCH = 'preflight';
+/** Runs started before stream encryption replay (and finish) unencrypted, as they began. */
+const STREAM_ENCRYPTION_PATCH = 'stream-encryption';
 
 /** Why a claimed target was given back: a pre-flight check, or its storage. */
 type Refusal = { check: string; reason: string; type: FailureType; vmWide: boolean };
@@ -114,7 +117,7 @@ async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: Vm
   const preflight = patched(PREFLIGHT_PATCH);
   for (;;) {
     const target = await claimTarget(run, request, vm);
-    let refusal = preflight ? await preflightRefusal(vm, target) : null;
+    let refusal = preflight ? await preflightRefusal(vm, target, request) : null;
     if (refusal === null) {
       const checked = planned ? await quick.planStorage({ vm, target }) : { plan: legacyPlan(vm) };
       if ('plan' in checked) return { target, plan: checked.plan };
@@ -131,8 +134,8 @@ async function selectTarget(run: MigrationRun, request: MigrationRequest, vm: Vm
 }
 
 /** The claimed target's pre-flight checks: why it cannot run the VM, or null (a target that did not answer: null). */
-async function preflightRefusal(vm: VmFacts, target: HostRef): Promise<Refusal | null> {
-  const result = await quick.checkTarget({ vm, target, mode: modeOf(vm) });
+async function preflightRefusal(vm: VmFacts, target: HostRef, request: MigrationRequest): Promise<Refusal | null> {
+  const result = await quick.checkTarget({ vm, target, mode: modeOf(vm), transport: transportPolicy(request) });
   const failed = result.checks.find((c) => !c.ok);
   if (result.refusal === null || failed === undefined) return null;
   return { check: failed.check, reason: result.refusal, type: FailureType.PreflightFailed, vmWide: result.vmWide };
@@ -268,6 +271,9 @@ async function migrateBeforeDeadline(run: MigrationRun, request: MigrationReques
   run.reached = { step: 'copying', vm, target, artifacts: artifactsOf(run.reached) };
   const started = Date.now();
   const cold = modeOf(vm) === 'cold';
+  // The pre-flight check refused what these hosts cannot honour; this is the same rule's decision.
+  const encrypt = patched(STREAM_ENCRYPTION_PATCH) && streamEncryption(transportPolicy(request), modeOf(vm), vm.source, target).encrypt;
+  run.progress.streamEncrypted = encrypt;
   const move = () =>
     cold
       ? migration(timeoutMs).coldMigrateVm({ source: vm.source, target, vmUuid: vm.uuid, bandwidthMiBps: request.bandwidthMiBps, plannedDisks: plan.disks })
@@ -276,6 +282,7 @@ async function migrateBeforeDeadline(run: MigrationRun, request: MigrationReques
           target,
           vmUuid: vm.uuid,
           bandwidthMiBps: request.bandwidthMiBps,
+          ...(encrypt ? { encryptStream: true } : {}),
           convergence: request.convergence,
           pool: vmPoolName(vm.uuid),
           disks: vm.disks,

@@ -78,6 +78,7 @@ export function startRun(input: LiveMigrationInput, forward: CancellationScope):
       workflowId: workflowInfo().workflowId,
       phase: 'validating',
       mode: null,
+      streamEncrypted: null,
       vm: { name: String(loose.vmName ?? ''), uuid: String(loose.vmUuid ?? '') },
       source: String(loose.sourceHost ?? ''),
       target: null,

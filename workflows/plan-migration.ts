@@ -10,6 +10,7 @@ import type { CopyEstimate, MigrationPlan, PlannedCandidate, StoragePlan, VmFact
 import { modeOf } from '../common/migration';
 import { dataToMove, plannedCreates, reportedDisk } from '../common/storage';
 import type { LiveMigrationInput, MigrationRequest } from '../common/validation';
+import { transportPolicy } from '../common/security';
 import { validatedRequest } from './failures';
 import { quick } from './proxies';
 
@@ -57,7 +58,7 @@ async function chooseTarget(request: MigrationRequest, vm: VmFacts, plan: Migrat
     const candidate: PlannedCandidate = { host: target.name, checks: [], storageRefusal: null, chosen: false };
     plan.candidates.push(candidate);
     excludeHosts.push(target.name);
-    const checked = await quick.checkTarget({ vm, target, mode: modeOf(vm) });
+    const checked = await quick.checkTarget({ vm, target, mode: modeOf(vm), transport: transportPolicy(request) });
     candidate.checks = checked.checks;
     let refusal = checked.deferred ? `${target.name} did not answer: ${checked.deferred}` : checked.refusal;
     if (refusal === null) {

@@ -72,6 +72,7 @@ export function buildReport(
   return {
     status,
     mode: run.progress.mode,
+    streamEncrypted: run.progress.streamEncrypted === true,
     workflowId: info.workflowId,
     runId: info.runId,
     vm: vm?.name ?? run.progress.vm.name,
@@ -83,6 +84,7 @@ export function buildReport(
     rejectedTargets: [...run.rejectedTargets],
     durationMs: Date.now() - clock.startedAt,
     downtimeMs: stats?.downtimeMs ?? null,
+    guestDowntimeMs: stats?.guestDowntimeMs ?? null,
     bytesTransferred: stats?.bytesTransferred ?? null,
     migrationMs: clock.migrationMs,
     timeoutMs: clock.timeoutMs,

@@ -16,7 +16,7 @@ import { startEvacuation, type EvacuationResult } from '../../client/fleet';
 import { FailureType } from '../../common/failures';
 import type { VmState } from '../../common/types';
 import type { LiveMigrationInput } from '../../common/validation';
-import { canRunLab, inventorySnapshot, runFerryCli, sleep, startFaultLab, storageSnapshot, type FaultLab } from '../support/fault-harness';
+import { canRunLab, waitForCopied, inventorySnapshot, runFerryCli, sleep, startFaultLab, storageSnapshot, type FaultLab } from '../support/fault-harness';
 import {
   DEFAULT_POOL_DIR as IMAGES,
   definePlainVm,
@@ -169,12 +169,7 @@ describe.skipIf(!canRunLab)('cold migration, paused VMs, pre-flight checks and t
     it('the worker killed during the volume copy: the copy starts again from the first byte on the next attempt and the VM lands intact', async () => {
       const vm = await def(f, H1, { name: 'coldkill', disks: [{ path: `${IMAGES}/coldkill.qcow2`, sizeMiB: 64, dataMiB: 16 }], state: 'shutoff' });
       const handle = await f.ferry.startMigration(input(vm, { targetHost: H2, bandwidthMiBps: 4 }));
-      let copied = 0;
-      for (let i = 0; i < 100 && copied < 2 * 2 ** 20; i++) {
-        await sleep(200);
-        copied = (await handle.progress()).migration?.dataProcessedBytes ?? 0;
-      }
-      expect(copied).toBeGreaterThan(0);
+      expect(await waitForCopied(handle, 2 * 2 ** 20)).toBeGreaterThan(0);
       await f.worker.kill();
       await f.worker.start();
       const out = await handle.outcome();

@@ -71,7 +71,7 @@ const BRIDGE = labBridgeName(prefix);
 
 describe.skipIf(!canRun)('lab (real libvirt)', () => {
   let home = '';
-  let status: LabStatus = { hosts: [], vms: [] };
+  let status: LabStatus = { tls: false, hosts: [], vms: [] };
   const libvirtDirs = LAB_BINDS.map((b) => b.inside);
   let rootLibvirtMountsBefore: string[] = [];
   /** Every pid seen in the lab's namespaces, checked dead after lab down. */
@@ -258,7 +258,7 @@ describe.skipIf(!canRun)('lab (real libvirt)', () => {
     expect(rootMountPointsUnder(libvirtDirs)).toEqual(rootLibvirtMountsBefore);
     expect(fs.existsSync(path.join(home, 'lab'))).toBe(false);
     expect([...labPids].filter(isAlive)).toEqual([]);
-    expect(await labStatus(home)).toEqual({ hosts: [], vms: [] });
+    expect(await labStatus(home)).toEqual({ tls: false, hosts: [], vms: [] });
 
     // and once more: nothing up is fine
     await labDown(home, { prefix });

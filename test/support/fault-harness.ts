@@ -231,6 +231,8 @@ export async function startFaultLab(o: { hosts: number; vms: number; taskQueue?:
       FERRY_INVENTORY: inventoryFile,
       FERRY_TASK_QUEUE: taskQueue,
       FERRY_TEST_WORKFLOW_BUNDLE: bundle,
+      // the worker reports guestDowntimeMs for the lab's probed Linux guests (worker/index.ts labGuestObserverOf)
+      FERRY_HOME: home,
     },
     path.join(home, 'worker.log'),
   );
@@ -412,4 +414,14 @@ export async function runFerryCli(f: FaultLab, ...args: string[]): Promise<{ cod
     if (!(err instanceof CommandError)) throw err;
     return { code: err.exitCode ?? 1, stdout: err.stdout, stderr: err.stderr };
   }
+}
+
+/** Polls a migration's progress (every 200 ms, at most ~30 s) until its copy has moved `bytes`; returns what it moved. */
+export async function waitForCopied(handle: { progress(): Promise<{ migration: { dataProcessedBytes: number | null } | null }> }, bytes: number): Promise<number> {
+  let copied = 0;
+  for (let i = 0; i < 150 && copied < bytes; i++) {
+    await sleep(200);
+    copied = (await handle.progress()).migration?.dataProcessedBytes ?? 0;
+  }
+  return copied;
 }

@@ -54,9 +54,11 @@ export async function startLabHarness(o: {
   webUi?: boolean;
   /** Random data at the start of each VM's disk (the disk is max(64, this) MiB); default the lab's 32. */
   randomDataMiB?: number;
+  /** A TLS lab (qemu+tls hosts); default FERRY_LAB_TLS. */
+  tls?: boolean;
 }): Promise<LabHarness> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-'));
-  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming(), ...(o.randomDataMiB !== undefined ? { randomDataMiB: o.randomDataMiB } : {}) });
+  const lab = await labUp({ home, hosts: o.hosts, vms: o.vms, ...labNaming(), ...(o.tls !== undefined ? { tls: o.tls } : {}), ...(o.randomDataMiB !== undefined ? { randomDataMiB: o.randomDataMiB } : {}) });
   const hv = new VirshHypervisor();
   const inventory = await openInventory(path.join(home, 'inventory.db'));
   const synced = await registerLab(inventory, hv, lab);

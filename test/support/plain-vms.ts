@@ -24,6 +24,7 @@ import type { Inventory, SyncResult } from '../../inventory/store';
 import { syncInventory } from '../../inventory/sync';
 import { escapeXml, hostPath, type LabHost, type LabStatus } from '../../lab';
 import { dirtyBootSector, type DirtyGuestSpec } from '../../lab/guest';
+import type { LinuxGuestBoot } from '../../lab/linux-guest';
 import { nsDir } from '../../lab/naming';
 import { allPids, nsInodeOfFile, nsInodeOfPid } from '../../lab/sys';
 import { prng } from './prng';
@@ -454,6 +455,8 @@ export interface PlainVmSpec {
   bridge?: string;
   /** A guest program in the first disk's boot sector (lab/guest.ts, e.g. a memory-dirtying loop). */
   guest?: DirtyGuestSpec;
+  /** Direct kernel boot of the lab's Linux guest (lab/linux-guest.ts linuxGuestBoot): kernel, initramfs, command line. */
+  linux?: LinuxGuestBoot;
   /** Default running. */
   state?: 'running' | 'paused' | 'shutoff';
   /** A custom CPU: qemu64 with these features required (e.g. one TCG cannot provide, for a stopped VM). */
@@ -507,6 +510,7 @@ export function plainDomainXml(o: {
   bridge?: string | null;
   busOf?: Record<string, string>;
   cpuFeatures?: string[];
+  linux?: LinuxGuestBoot;
 }): string {
   const kib = o.memoryMiB * 1024;
   const disk = (d: PlainDisk) => [
@@ -531,7 +535,9 @@ export function plainDomainXml(o: {
     `  <vcpu placement='static'>1</vcpu>`,
     `  <os>`,
     `    <type arch='x86_64' machine='pc'>hvm</type>`,
-    `    <boot dev='hd'/>`,
+    ...(o.linux
+      ? [`    <kernel>${escapeXml(o.linux.kernel)}</kernel>`, `    <initrd>${escapeXml(o.linux.initrd)}</initrd>`, `    <cmdline>${escapeXml(o.linux.cmdline)}</cmdline>`]
+      : [`    <boot dev='hd'/>`]),
     `  </os>`,
     `  <features>`,
     `    <acpi/>`,
@@ -665,7 +671,17 @@ export async function definePlainVm(l: LabRef, hostOrUri: string, spec: PlainVmS
     cdrom = { path: spec.cdrom.path, bus: spec.cdrom.bus ?? 'ide' };
   }
   if (spec.bridge) await ensureGuestBridge(l, host.name, spec.bridge);
-  const xml = plainDomainXml({ name: spec.name, uuid, memoryMiB, disks, cdrom, bridge: spec.bridge ?? null, busOf, ...(spec.cpuFeatures ? { cpuFeatures: spec.cpuFeatures } : {}) });
+  const xml = plainDomainXml({
+    name: spec.name,
+    uuid,
+    memoryMiB,
+    disks,
+    cdrom,
+    bridge: spec.bridge ?? null,
+    busOf,
+    ...(spec.cpuFeatures ? { cpuFeatures: spec.cpuFeatures } : {}),
+    ...(spec.linux ? { linux: spec.linux } : {}),
+  });
   const file = path.join(scratchDir(l.home), `${spec.name}-${uuid}.xml`);
   fs.writeFileSync(file, xml);
   try {

@@ -14,6 +14,7 @@
  */
 import { Context } from '@temporalio/activity';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
+import { labGuestObserver } from '../../lab/guest-net';
 import { connectFerryWorker } from '../../worker';
 
 export type ChildEvent =
@@ -74,7 +75,11 @@ async function main(): Promise<void> {
   const bundle = process.env['FERRY_TEST_WORKFLOW_BUNDLE'];
   const gated = gates();
   const { worker, close } = await connectFerryWorker({
-    activityOptions: { progressSignalIntervalMs: 1000 },
+    activityOptions: {
+      progressSignalIntervalMs: 1000,
+      // guestDowntimeMs for the lab's probed Linux guests (what `ferry worker` wires in too)
+      ...(process.env['FERRY_HOME'] ? { guestObserver: labGuestObserver(process.env['FERRY_HOME']) } : {}),
+    },
     workerOptions: {
       ...(bundle ? { workflowBundle: { codePath: bundle } } : {}),
       // After a SIGKILL the dead worker's sticky queue holds the workflow's next task until this timeout (SDK

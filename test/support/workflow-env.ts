@@ -56,18 +56,25 @@ export interface WorkflowWorld {
 
 let counter = 0;
 
-export async function startWorkflowWorld(o: { hosts: number; taskQueue: string; uuidPrefix: string }): Promise<WorkflowWorld> {
+export async function startWorkflowWorld(o: {
+  hosts: number;
+  taskQueue: string;
+  uuidPrefix: string;
+  /** Each host's URI (default memUri): e.g. qemu+tls:// ones for transport tests (the double ignores the scheme). */
+  uriOf?: (host: string) => string;
+}): Promise<WorkflowWorld> {
+  const uriOf = o.uriOf ?? memUri;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-wf-'));
   const env = await startTemporal();
   const inventory = await openInventory(path.join(tmp, 'inventory.db'));
   const hv = new MemoryHypervisor();
   for (let i = 1; i <= o.hosts; i++) {
     const name = `h${i}`;
-    hv.addHost(memUri(name), name);
+    hv.addHost(uriOf(name), name);
     await inventory.addHost({
       name,
       address: memAddress(i),
-      uri: memUri(name),
+      uri: uriOf(name),
       storageRoot: ROOT,
       memoryMiB: 16384,
       vcpus: 8,
@@ -96,7 +103,7 @@ export async function startWorkflowWorld(o: { hosts: number; taskQueue: string; 
       const vm = { uuid, name: `vm${counter}`, dir: `${ROOT}/${uuid}`, pool: `ferry-${uuid}` };
       const given = opts.disks ?? [{ name: DISK, target: 'vda', dir: vm.dir, pool: vm.pool }];
       const disks = given.map((d) => ({ ...d, sizeBytes: d.sizeBytes ?? 64 * 2 ** 20, format: 'qcow2' as DiskFormat }));
-      hv.addVm(memUri(host), { ...vm, memoryMiB: 128, vcpus: 1, disks });
+      hv.addVm(uriOf(host), { ...vm, memoryMiB: 128, vcpus: 1, disks });
       await inventory.upsertVm({
         uuid,
         name: vm.name,

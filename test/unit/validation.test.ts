@@ -30,13 +30,15 @@ describe('validateMigrationInput', () => {
       createAttempts: DEFAULT_CREATE_ATTEMPTS,
       timeoutMs: null,
       bandwidthMiBps: null,
+      encryptStream: null,
+      requireSecure: false,
       keepSourceStorage: false,
       createRetryIntervalMs: 1000,
       timeoutPerGiBMs: 150_000,
       timeoutFloorMs: 120_000,
       limits: { maxOutboundPerHost: 2, maxInboundPerHost: 1, maxInFlight: 5 },
       queueTimeoutMs: 1_800_000,
-      convergence: { autoConverge: false, postCopy: false, maxDowntimeMs: null, ramp: null, progressTimeoutMs: 150_000, onDeadline: 'abort' },
+      convergence: { autoConverge: false, postCopy: false, syncDiskWrites: false, maxDowntimeMs: null, ramp: null, progressTimeoutMs: 150_000, onDeadline: 'abort' },
     });
   });
 
@@ -103,11 +105,12 @@ describe('validateMigrationInput', () => {
   it('normalises the convergence controls', () => {
     const r = validateMigrationInput({
       ...ok,
-      convergence: { autoConverge: true, postCopy: true, maxDowntimeMs: 200, maxDowntimeRamp: { maxMs: 2000 }, progressTimeout: '30s', onDeadline: 'post-copy' },
+      convergence: { autoConverge: true, postCopy: true, syncDiskWrites: true, maxDowntimeMs: 200, maxDowntimeRamp: { maxMs: 2000 }, progressTimeout: '30s', onDeadline: 'post-copy' },
     });
     expect(r.convergence).toEqual({
       autoConverge: true,
       postCopy: true,
+      syncDiskWrites: true,
       maxDowntimeMs: 200,
       ramp: { initialMs: 200, maxMs: 2000, steps: 5, stallIterations: 2 },
       progressTimeoutMs: 30_000,

@@ -210,6 +210,7 @@ describe('dry run and evacuations (workflow, hypervisor double)', () => {
       ['cpu', true],
       ['machine-type', true],
       ['files', true],
+      ['transport', true],
     ]);
     expect(plan.disks).toEqual([{ target: 'vda', path: `${vm.dir}/disk0.qcow2`, layout: 'copied', sizeBytes: 64 * 2 ** 20 }]);
     expect(plan.creates).toEqual([`directory ${vm.dir}`, `pool ${vm.pool} on ${vm.dir}`, expect.stringMatching(/^volume .*disk0.qcow2 \(qcow2, 67108864 bytes\)$/)]);

@@ -188,4 +188,19 @@ describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => 
     expect(bad.error).toMatch(/bandwidth/i);
     expect(await whereRuns(h, vm.uuid)).toEqual([h.lab.hosts[1]!.name]); // nothing moved
   }, 60_000);
+
+  it('evacuates a host from the page: its progress shows, libvirt runs its VM elsewhere, the host is in maintenance', async () => {
+    failed();
+    const vm = h.lab.vms[1]!;
+    const [src, dst] = [h.lab.hosts[0]!, h.lab.hosts[1]!];
+    expect(await whereRuns(h, vm.uuid)).toEqual([src.name]);
+    page.once('dialog', (d) => void d.accept());
+    await page.locator(`#hosts tr[data-host="${src.name}"] button[data-act=evacuate]`).click();
+    await page.locator(`#evacuations [data-evacuation="${src.name}"]`).waitFor({ timeout: 30_000 });
+    await shot('6-evacuation.png');
+    await eventually(async () => (await whereRuns(h, vm.uuid)).join() === dst.name, 120_000, 250);
+    await expect.poll(() => page.locator(`#hosts tr[data-host="${src.name}"] td`).nth(2).innerText(), { timeout: 20_000 }).toBe('maintenance');
+    expect((await h.inventory.getVm(vm.uuid))?.host).toBe(dst.name);
+    mark('evacuated');
+  }, 180_000);
 });

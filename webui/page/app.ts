@@ -161,7 +161,7 @@ ${running ? `<div><button data-act="cancel" data-vm="${esc(p.vm.uuid)}">Cancel</
     v.evacuations
       .map(
         (e: Json) => `<div class="migration" data-evacuation="${esc(e.host)}"><strong>${esc(e.host)}</strong> ${esc(e.state)} · ${Object.entries(e.counts).filter(([, n]) => n).map(([k, n]) => `${esc(k)} ${n}`).join(', ')}
-<ul>${e.vms.map((x: Json) => `<li>${esc(x.name ?? x.vmName ?? x.uuid)}: ${esc(x.status)}${x.target ? ` → ${esc(x.target)}` : ''}${x.reason ? ` (${esc(x.reason)})` : ''}</li>`).join('')}</ul>
+<ul>${e.vms.map((x: Json) => `<li>${esc(x.vm)}: ${esc(x.status)}${x.phase ? ` (${esc(x.phase)})` : ''}${x.target ? ` → ${esc(x.target)}` : ''}${x.waitingFor ? ` · waiting for ${esc(x.waitingFor)}` : ''}${x.reason ? ` · ${esc(x.reason)}` : ''} ${workflowLink(x.workflowId, 'workflow')}</li>`).join('')}</ul>
 ${['pause', 'resume', 'cancel'].map((s) => `<button data-evac="${s}" data-host="${esc(e.host)}">${s}</button>`).join(' ')}</div>`,
       )
       .join('') || '<p class="empty">none running</p>';

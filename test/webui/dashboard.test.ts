@@ -45,14 +45,16 @@ describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => 
     browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1400, height: 1000 } });
     // As start-workflow.test.ts: requests go through Node, not Chromium's socket pools (ERR_NETWORK_CHANGED while
     // labs add and remove interfaces) — all but the event stream, which never ends (EventSource reconnects).
-    await browser.route(`${ui.url}/**`, async (route) => {
-      if (route.request().url().endsWith('/api/events')) return route.continue();
-      try {
-        await route.fulfill({ response: await route.fetch({ timeout: 60_000 }) });
-      } catch {
-        await route.abort('failed').catch(() => undefined);
-      }
-    });
+    for (const base of [ui.url, guarded.url]) {
+      await browser.route(`${base}/**`, async (route) => {
+        if (route.request().url().endsWith('/api/events')) return route.continue();
+        try {
+          await route.fulfill({ response: await route.fetch({ timeout: 60_000, maxRedirects: 0 }) });
+        } catch {
+          await route.abort('failed').catch(() => undefined);
+        }
+      });
+    }
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(30_000);
     page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
@@ -169,6 +171,7 @@ describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => 
     const p2 = await browser!.newPage();
     await p2.goto(`${guarded.url}/?token=${token}`);
     await p2.locator('body[data-ready="1"]').waitFor();
+    mark('token page loaded');
     expect(p2.url()).toBe(`${guarded.url}/`);
     await p2.close();
 
@@ -179,15 +182,16 @@ describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => 
     expect((await post({})).status).toBe(403); // no x-ferry-ui header: what a cross-site form sends
     // a real cross-site form POST from another origin in the browser
     const evil = await browser!.newPage();
-    await evil.setContent(`<form method="post" action="${ui.url}/api/cancel" enctype="text/plain"><input name='{"vm":"${vm.uuid}","x":"' value='"}'></form>`);
-    const [res] = await Promise.all([evil.waitForResponse((r) => r.url().endsWith('/api/cancel')), evil.evaluate('document.forms[0].submit()')]);
+    await evil.setContent(`<form method="post" action="${ui.url}/api/cancel" enctype="text/plain"><input name='{"vm":"${vm.uuid}","x":"' value='"}'><button>go</button></form>`);
+    const [res] = await Promise.all([evil.waitForResponse((r) => r.url().endsWith('/api/cancel'), { timeout: 30_000 }), evil.locator('button').click({ timeout: 30_000 })]);
     expect(res.status()).toBe(403);
     await evil.close();
+    mark('cross-site form refused');
     // and a refused action shows the CLI's message on the page
     const bad = (await page.evaluate(async (uuid) => (await fetch('/api/migrate', { method: 'POST', headers: { 'content-type': 'application/json', 'x-ferry-ui': '1' }, body: JSON.stringify({ vm: uuid, bandwidth: 'fast' }) })).json(), vm.uuid)) as { error?: string };
     expect(bad.error).toMatch(/bandwidth/i);
     expect(await whereRuns(h, vm.uuid)).toEqual([h.lab.hosts[1]!.name]); // nothing moved
-  }, 60_000);
+  }, 120_000);
 
   it('evacuates a host from the page: its progress shows, libvirt runs its VM elsewhere, the host is in maintenance', async () => {
     failed();
@@ -198,7 +202,7 @@ describe.skipIf(!canRun)('ferry ui in headless Chromium on the real lab', () => 
     await page.locator(`#hosts tr[data-host="${src.name}"] button[data-act=evacuate]`).click();
     await page.locator(`#evacuations [data-evacuation="${src.name}"]`).waitFor({ timeout: 30_000 });
     await shot('6-evacuation.png');
-    await eventually(async () => (await whereRuns(h, vm.uuid)).join() === dst.name, 120_000, 250);
+    await eventually(async () => (await whereRuns(h, vm.uuid)).join() === dst.name && (await h.inventory.getVm(vm.uuid))?.host === dst.name, 120_000, 250);
     await expect.poll(() => page.locator(`#hosts tr[data-host="${src.name}"] td`).nth(2).innerText(), { timeout: 20_000 }).toBe('maintenance');
     expect((await h.inventory.getVm(vm.uuid))?.host).toBe(dst.name);
     mark('evacuated');

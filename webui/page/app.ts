@@ -168,6 +168,7 @@ ${['pause', 'resume', 'cancel'].map((s) => `<button data-evac="${s}" data-host="
 }
 
 let liveFinished = new Set<string>();
+let lastRefresh = Date.now();
 function connect(): void {
   const es = new EventSource('/api/events');
   es.addEventListener('open', () => ($('#conn').textContent = 'live'));
@@ -175,9 +176,16 @@ function connect(): void {
   es.addEventListener('live', (ev) => {
     const v = JSON.parse((ev as MessageEvent).data);
     renderLive(v);
-    // a migration just ended: the tables and the history changed
-    const ended = new Set<string>(v.migrations.filter((p: Json) => ['migrated', 'aborted', 'timed-out', 'cancelled', 'failed'].includes(p.phase)).map((p: Json) => p.workflowId + p.phase));
-    if ([...ended].some((k) => !liveFinished.has(k))) void Promise.all([loadHosts(), loadVms(), loadHistory()]);
+    // a migration ended or an evacuation came or went: the tables and the history changed; else every 10 s
+    const ended = new Set<string>([
+      ...v.migrations.filter((p: Json) => ['migrated', 'aborted', 'timed-out', 'cancelled', 'failed'].includes(p.phase)).map((p: Json) => p.workflowId + p.phase),
+      ...v.evacuations.map((e: Json) => `evacuation ${e.host}`),
+    ]);
+    const changed = ended.size !== liveFinished.size || [...ended].some((k) => !liveFinished.has(k));
+    if (changed || Date.now() - lastRefresh > 10_000) {
+      lastRefresh = Date.now();
+      void Promise.all([loadHosts(), loadVms(), ...(changed ? [loadHistory()] : [])]);
+    }
     liveFinished = ended;
     $('#conn').textContent = `live · ${v.at.slice(11, 19)}${v.errors.length ? ` · ${v.errors.length} problem(s): ${v.errors[0]}` : ''}`;
   });

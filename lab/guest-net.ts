@@ -17,17 +17,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../hypervisor/exec';
 import { spawnLabDaemon } from './daemons';
-import { guestAgentBinary } from './linux-guest';
+import { guestAgentBinary, LAB_GUEST_SUBNET, PROBER_ADDRESS } from './linux-guest';
+
+export { LAB_GUEST_SUBNET } from './linux-guest';
 import { checkLabPrefix, labDir } from './naming';
 import { readState, writeState, type LabState } from './state';
 import { ensureOnlyAddress, ipLinks, isAlive, killAndWait, nsInodeOfFile, pidsInNamespaces, procInfo, safeReaddir, sleep, tryRun } from './sys';
 import { LabError } from './types';
 
-/** The guests' /24 (its own layer-2 segment per lab, reachable only from the prober's namespace). */
-export const LAB_GUEST_SUBNET = '192.168.213';
 /** The bridge inside every host that the Linux guests' NICs are on. */
 export const LAB_GUEST_BRIDGE = 'br-guest';
-const PROBER_ADDRESS = `${LAB_GUEST_SUBNET}.2`;
 const HOST_SIDE = 'gveth0';
 
 export function guestRootBridge(prefix: string): string {

@@ -35,6 +35,11 @@ export const LINUX_GUEST_MAX_WRITE_MIB_PER_SEC = 200;
 /** Memory a Linux guest needs at least (kernel, initramfs unpacked in RAM, the workload). */
 export const LINUX_GUEST_MIN_MEMORY_MIB = 96;
 
+/** The guests' /24 on the lab's guest network (lab/guest-net.ts), and the prober's address in it. */
+export const LAB_GUEST_SUBNET = '192.168.213';
+/** Where the guests send their keep-alive datagrams: the prober. */
+export const PROBER_ADDRESS = `${LAB_GUEST_SUBNET}.2`;
+
 /** The modules the cloud kernel needs for a virtio disk and NIC; their dependencies come from modules.dep. */
 const MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net'];
 
@@ -250,6 +255,7 @@ export async function linuxGuestBoot(spec: LinuxGuestSpec, dir: string): Promise
     `ferry.ip=${spec.ip}/24`,
     `ferry.records=${spec.recordsPerSec ?? 100}`,
     `ferry.write=${spec.writeMiBPerSec ?? 0}`,
+    `ferry.peer=${PROBER_ADDRESS}`,
   ].join(' ');
   return { kernel, initrd, cmdline };
 }

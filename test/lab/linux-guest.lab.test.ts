@@ -11,6 +11,7 @@
  * migrated results carry `guestDowntimeMs` (the prober's longest gap) next to libvirt's `downtimeMs`.
  */
 import { randomUUID } from 'node:crypto';
+import { run } from '../../hypervisor/exec';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationOutcome } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
@@ -102,6 +103,10 @@ describe.skipIf(!canRunLab)('a real Linux guest: every acknowledged record survi
       const q = await virsh(uri(h), ['qemu-monitor-command', name, '--hmp', 'info status']).catch((e: unknown) => String(e));
       out.push(`${h}: ${st.stdout.trim()} / ${typeof q === 'string' ? q : q.stdout.trim()}`);
     }
+    // Where the root bridge of the guest network thinks the guest's MAC is (a stale entry: the announcement was missed).
+    const mac = /([0-9a-f]{2}(:[0-9a-f]{2}){5})/.exec(String((await virsh(uri(H1), ['dumpxml', name]).catch(() => null))?.stdout ?? ''))?.[1];
+    const fdb = await run('bridge', ['fdb', 'show', 'br', `${f.lab.hosts[0]?.name.split('-')[0]}gbr0`]).catch(() => null);
+    out.push(`fdb ${mac}: ${fdb?.stdout.split('\n').filter((l) => mac && l.includes(mac)).join(' | ') ?? '?'}`);
     return out.join('; ');
   }
 

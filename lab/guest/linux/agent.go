@@ -81,6 +81,9 @@ func agent() {
 	var written atomic.Uint64
 	var bulk atomic.Uint64
 	go serveProbes(&acked, &written, &bulk)
+	if peer, ok := args["peer"]; ok {
+		go keepAlive(peer)
+	}
 	if bulkMiB > 0 {
 		go bulkWriter(dev, bulkMiB, &bulk)
 	}
@@ -161,5 +164,19 @@ func serveProbes(acked *atomic.Int64, written, bulk *atomic.Uint64) {
 		binary.LittleEndian.PutUint64(out[16:24], written.Load())
 		binary.LittleEndian.PutUint64(out[24:32], bulk.Load())
 		conn.WriteToUDP(out, from)
+	}
+}
+
+// keepAlive sends a small UDP datagram to the prober's address every 200 ms (nothing listens on that port), as a
+// real guest's background traffic would: switches then learn where the guest is within 200 ms even when the
+// announcement after a migration was missed, instead of forwarding to the old host until their entry ages out.
+func keepAlive(peer string) {
+	conn, err := net.Dial("udp4", net.JoinHostPort(peer, strconv.Itoa(UdpPort+1)))
+	if err != nil {
+		logf("keepalive: %v", err)
+		return
+	}
+	for range time.Tick(200 * time.Millisecond) {
+		conn.Write([]byte{0})
 	}
 }

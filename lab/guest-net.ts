@@ -21,8 +21,9 @@ import { guestAgentBinary, LAB_GUEST_SUBNET, PROBER_ADDRESS } from './linux-gues
 
 export { LAB_GUEST_SUBNET } from './linux-guest';
 import { checkLabPrefix, labDir } from './naming';
+import { ensureNsEth0, ensureVeth } from './network';
 import { readState, writeState, type LabState } from './state';
-import { ensureOnlyAddress, ipLinks, isAlive, killAndWait, nsInodeOfFile, pidsInNamespaces, procInfo, safeReaddir, sleep, tryRun } from './sys';
+import { ipLinks, isAlive, killAndWait, nsInodeOfFile, pidsInNamespaces, procInfo, safeReaddir, sleep, tryRun } from './sys';
 import { LabError } from './types';
 
 /** The bridge inside every host that the Linux guests' NICs are on. */
@@ -71,18 +72,6 @@ async function ensureBridgeIn(bridge: string, netns?: string): Promise<void> {
   await run('ip', [...ns, 'link', 'set', 'dev', bridge, 'up']);
 }
 
-/** A veth pair `outer` (root namespace, on `bridge`) ↔ `inner` (in `netns`), recreated when half of it is missing. */
-async function ensureVeth(outer: string, netns: string, inner: string, bridge: string): Promise<void> {
-  const o = (await ipLinks()).find((l) => l.ifname === outer);
-  const i = (await ipLinks(netns)).find((l) => l.ifname === inner);
-  if (!o || !i || i.link_index !== o.ifindex) {
-    if (o) await tryRun('ip', ['link', 'delete', 'dev', outer]);
-    if (i) await tryRun('ip', ['-n', netns, 'link', 'delete', 'dev', inner]);
-    await run('ip', ['link', 'add', 'name', outer, 'type', 'veth', 'peer', 'name', inner, 'netns', netns]);
-  }
-  await run('ip', ['link', 'set', 'dev', outer, 'master', bridge, 'up']);
-}
-
 /** The segment, every host's br-guest on it, and the prober's namespace. Idempotent. */
 export async function ensureGuestNetwork(st: LabState): Promise<void> {
   const root = guestRootBridge(st.prefix);
@@ -95,9 +84,7 @@ export async function ensureGuestNetwork(st: LabState): Promise<void> {
   const ns = proberNetns(st.prefix);
   if (!fs.existsSync(`/run/netns/${ns}`)) await run('ip', ['netns', 'add', ns]);
   await ensureVeth(proberVeth(st.prefix), ns, 'eth0', root);
-  await ensureOnlyAddress('eth0', `${PROBER_ADDRESS}/24`, ns);
-  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
+  await ensureNsEth0(ns, `${PROBER_ADDRESS}/24`);
 }
 
 /** Removes the prober (and anything else in its namespace), its namespace, the segment's bridge and veths. */

@@ -50,18 +50,27 @@ export async function ensureHostNetwork(r: HostRefs, bridge: string): Promise<vo
     await tryRun('ip', ['netns', 'delete', h.netns]);
     await run('ip', ['netns', 'add', h.netns]);
   }
-  const veth = vethName(h.name);
-  const outer = (await ipLinks()).find((l) => l.ifname === veth);
-  const inner = (await ipLinks(h.netns)).find((l) => l.ifname === 'eth0');
-  if (!outer || !inner || inner.link_index !== outer.ifindex) {
-    if (outer) await tryRun('ip', ['link', 'delete', 'dev', veth]);
-    if (inner) await tryRun('ip', ['-n', h.netns, 'link', 'delete', 'dev', 'eth0']);
-    await run('ip', ['link', 'add', 'name', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.netns]);
+  await ensureVeth(vethName(h.name), h.netns, 'eth0', bridge);
+  await ensureNsEth0(h.netns, `${h.address}/24`);
+}
+
+/** A veth pair `outer` (root namespace, enslaved to `bridge`, up) ↔ `inner` (in `netns`), recreated when half of it is missing. */
+export async function ensureVeth(outer: string, netns: string, inner: string, bridge: string): Promise<void> {
+  const o = (await ipLinks()).find((l) => l.ifname === outer);
+  const i = (await ipLinks(netns)).find((l) => l.ifname === inner);
+  if (!o || !i || i.link_index !== o.ifindex) {
+    if (o) await tryRun('ip', ['link', 'delete', 'dev', outer]);
+    if (i) await tryRun('ip', ['-n', netns, 'link', 'delete', 'dev', inner]);
+    await run('ip', ['link', 'add', 'name', outer, 'type', 'veth', 'peer', 'name', inner, 'netns', netns]);
   }
-  await run('ip', ['link', 'set', 'dev', veth, 'master', bridge, 'up']);
-  await ensureOnlyAddress('eth0', `${h.address}/24`, h.netns);
-  await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'lo', 'up']);
-  await run('ip', ['-n', h.netns, 'link', 'set', 'dev', 'eth0', 'up']);
+  await run('ip', ['link', 'set', 'dev', outer, 'master', bridge, 'up']);
+}
+
+/** `eth0` of a namespace with exactly `cidr`, it and `lo` up. */
+export async function ensureNsEth0(netns: string, cidr: string): Promise<void> {
+  await ensureOnlyAddress('eth0', cidr, netns);
+  await run('ip', ['-n', netns, 'link', 'set', 'dev', 'lo', 'up']);
+  await run('ip', ['-n', netns, 'link', 'set', 'dev', 'eth0', 'up']);
 }
 
 /** Private bind mount of <home>/lab/ns on itself: `unshare --mount=<file>` needs a non-shared parent. */

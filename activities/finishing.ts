@@ -95,6 +95,7 @@ export async function cleanSourceStorage(inventory: Inventory, hv: Hypervisor, i
   const host = await inventory.getHost(source.name);
   const copied = input.copied === undefined ? input.disks : input.disks.filter((d) => input.copied?.includes(d.path));
   const pools = new Set<string>();
+  let all = await hv.listPools(source.uri);
   for (const disk of copied) {
     const user = domainUsing(domains, disk.path);
     if (user !== undefined) {
@@ -102,12 +103,20 @@ export async function cleanSourceStorage(inventory: Inventory, hv: Hypervisor, i
       continue;
     }
     const pool = await hv.poolOfVolume(source.uri, disk.path);
-    if (pool === null) continue; // already deleted by an earlier attempt, or not in any libvirt pool
+    if (pool === null) {
+      // Already deleted (an earlier attempt, killed with its worker before it removed the pool: seen on the real
+      // lab, test/lab/cluster.lab.test.ts), or never in a libvirt pool. The pool of the disk's directory is still a
+      // candidate: the same proof below (per-VM directory of this VM, now empty) decides.
+      const dir = disk.path.slice(0, disk.path.lastIndexOf('/'));
+      const left = all.find((p) => p.path.replace(/\/+$/, '') === dir);
+      if (left) pools.add(left.name);
+      continue;
+    }
     pools.add(pool);
     if (await hv.deleteVolume(source.uri, pool, disk.name)) removed.push(disk.path);
     for (const r of await inventory.listArtifacts({ host: source.name, kind: 'volume', path: disk.path })) await inventory.markArtifact(r, 'removed');
   }
-  const all = await hv.listPools(source.uri);
+  all = await hv.listPools(source.uri);
   for (const name of pools) {
     const info = all.find((p) => p.name === name);
     if (!info || !heldOnlyThisVm(info, vmUuid, host)) continue; // a shared or flat pool (e.g. default): keep it

@@ -2,12 +2,14 @@
  * `ferry dev up|down|status`: a local Temporal dev server (persistent SQLite file, Ferry's search attributes
  * registered) and one Ferry worker, both in the background, idempotently. State in $FERRY_HOME/dev/.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ferryHome, taskQueue } from '../client/config';
 import { ensureSearchAttributes } from '../worker';
+import { livePid, startDetached, stopPid } from '../hypervisor/processes';
+
+export { livePid } from '../hypervisor/processes';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', fs.existsSync(path.join(__dirname, '..', 'package.json')) ? '' : '..');
 
@@ -53,57 +55,6 @@ export function temporalBinary(): string {
   const found = candidates.find((p) => fs.existsSync(p));
   if (!found) throw new Error('the Temporal CLI is missing: run scripts/install-deps (it installs .tools/bin/temporal) or set FERRY_TEMPORAL_BIN');
   return found;
-}
-
-/** The pid in `file` when that process is alive and its command line contains `marker`; else null. */
-export function livePid(file: string, marker: string): number | null {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(file, 'utf8').trim());
-  } catch {
-    return null;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return null;
-  try {
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return cmdline.includes(marker) && state !== 'Z' ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-function startDetached(file: string, args: string[], logFile: string, pidFile: string, env: NodeJS.ProcessEnv = process.env): number {
-  const log = fs.openSync(logFile, 'a');
-  const child = spawn(file, args, { detached: true, stdio: ['ignore', log, log], env });
-  fs.closeSync(log);
-  if (child.pid === undefined) throw new Error(`could not start ${file}`);
-  child.unref();
-  fs.writeFileSync(pidFile, `${child.pid}\n`);
-  return child.pid;
-}
-
-async function stopPid(pid: number, graceMs: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone
-  }
 }
 
 async function waitForServer(address: string, timeoutMs: number): Promise<Connection> {

@@ -36,6 +36,7 @@ export const COMMAND_MODULES: readonly { commands: readonly string[]; load: () =
   { commands: ['migrate', 'status', 'tune', 'cancel'], load: async () => (require('./migrate-commands') as typeof import('./migrate-commands')).registerMigrateCommands },
   { commands: ['evacuate', 'schedule'], load: async () => (require('./fleet-commands') as typeof import('./fleet-commands')).registerFleetCommands },
   { commands: ['ui'], load: async () => (require('./ui-command') as typeof import('./ui-command')).registerUiCommand },
+  { commands: ['cluster'], load: async () => (require('./cluster-commands') as typeof import('./cluster-commands')).registerClusterCommands },
   { commands: ['worker', 'demo'], load: async () => registerProcessCommands },
 ];
 

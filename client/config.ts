@@ -7,11 +7,14 @@
  *   FERRY_TASK_QUEUE   task queue of the worker, default "ferry"
  *   TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* (and a TOML profile):
  *                      read by @temporalio/envconfig; default localhost:7233, namespace "default"
+ * While `ferry cluster up`'s Temporal server runs (client/cluster-target.ts), the address and the inventory
+ * default to the cluster's instead.
  */
 import os from 'node:os';
 import path from 'node:path';
 import type { ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
+import { activeCluster } from './cluster-target';
 
 export const DEFAULT_TASK_QUEUE = 'ferry';
 
@@ -20,7 +23,7 @@ export function ferryHome(): string {
 }
 
 export function inventoryLocation(): string {
-  return process.env.FERRY_INVENTORY ?? path.join(ferryHome(), 'inventory.db');
+  return process.env.FERRY_INVENTORY ?? activeCluster(ferryHome())?.inventoryUrl ?? path.join(ferryHome(), 'inventory.db');
 }
 
 export function taskQueue(): string {
@@ -38,7 +41,7 @@ export function temporalTarget(): TemporalTarget {
   const { loadClientConnectConfig } = require('@temporalio/envconfig') as typeof import('@temporalio/envconfig');
   const cfg = loadClientConnectConfig();
   const connectionOptions: NativeConnectionOptions = { ...cfg.connectionOptions };
-  if (!connectionOptions.address) connectionOptions.address = 'localhost:7233';
+  if (!connectionOptions.address) connectionOptions.address = activeCluster(ferryHome())?.temporalAddress ?? 'localhost:7233';
   return { connectionOptions, namespace: cfg.namespace ?? 'default' };
 }
 

@@ -115,7 +115,8 @@ export async function connectFerryWorker(
     hypervisor: new VirshHypervisor(),
     client: new Client({ connection: clientConnection, namespace: target.namespace }),
     ...(o.activityOptions ? { activityOptions: o.activityOptions } : {}),
-    ...(o.workerOptions ? { workerOptions: o.workerOptions } : {}),
+    // FERRY_WORKER_IDENTITY: the name each activity's history event shows (`ferry cluster` names its machines)
+    workerOptions: { ...(process.env.FERRY_WORKER_IDENTITY ? { identity: process.env.FERRY_WORKER_IDENTITY } : {}), ...o.workerOptions },
   });
   return {
     worker,

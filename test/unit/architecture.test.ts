@@ -21,7 +21,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   client: ['common', 'workflows/definitions'],
   worker: ['common', 'hypervisor', 'inventory', 'activities', 'client', 'workflows/definitions'],
   lab: ['common', 'hypervisor', 'inventory'],
-  cli: ['common', 'hypervisor', 'inventory', 'client', 'worker', 'lab', 'webui', 'workflows/definitions'],
+  cluster: ['common', 'hypervisor', 'inventory', 'client', 'worker', 'lab'],
+  cli: ['common', 'hypervisor', 'inventory', 'client', 'worker', 'lab', 'webui', 'cluster', 'workflows/definitions'],
   webui: ['common', 'inventory', 'client', 'hypervisor/errors'],
 };
 /** Type-only imports allowed on top of those. */

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run } from '../../hypervisor/exec';
+import { readEnvFile, temporalVersions } from '../../cluster/config';
 
 const REPO = path.resolve(__dirname, '..', '..');
 
@@ -71,5 +72,27 @@ describe('docker-compose.yml', () => {
     expect(fs.readFileSync(path.join(REPO, 'prometheus', 'prometheus.yml'), 'utf8')).toContain('ferry-worker:9464');
     expect(s.grafana?.image).toMatch(/^grafana\/grafana:/);
     expect(s.prometheus?.image).toMatch(/^prom\/prometheus:/);
+  });
+
+  it('runs what `ferry cluster up` runs: the same versions, server configuration, dynamic config and schema steps', async () => {
+    const config = JSON.parse(await compose(['-f', 'docker-compose.yml', 'config', '--format', 'json'])) as {
+      services: Record<string, { image?: string; entrypoint?: string[]; environment?: Record<string, string>; volumes?: { source?: string; target?: string }[] }>;
+    };
+    const s = config.services;
+    const v = temporalVersions();
+    expect(s.temporal?.image).toBe(`temporalio/server:${v.server}`);
+    expect(s['temporal-admin-tools']?.image).toBe(`temporalio/admin-tools:${v.server}`);
+    expect(s['temporal-create-namespace']?.image).toBe(`temporalio/admin-tools:${v.server}`);
+    expect(s['temporal-ui']?.image).toBe(`temporalio/ui:${v.ui}`);
+    // every variable of temporal/server.env reaches the server unchanged (the cluster sets only its own addresses and password)
+    for (const [k, value] of Object.entries(readEnvFile('server.env'))) expect(s.temporal?.environment?.[k], k).toBe(value);
+    const mount = (svc: string, target: string) => (s[svc]?.volumes ?? []).find((x) => x.target === target)?.source ?? '';
+    const dyn = readEnvFile('server.env').DYNAMIC_CONFIG_FILE_PATH ?? '';
+    expect(path.relative(REPO, mount('temporal', path.dirname(dyn)))).toBe(path.join('temporal', 'dynamicconfig'));
+    expect(fs.existsSync(path.join(REPO, 'temporal', 'dynamicconfig', path.basename(dyn)))).toBe(true);
+    expect(path.relative(REPO, mount('temporal-admin-tools', '/etc/ferry/setup-schema.sh'))).toBe(path.join('temporal', 'setup-schema.sh'));
+    expect(s['temporal-admin-tools']?.entrypoint).toEqual(['/bin/sh', '/etc/ferry/setup-schema.sh']);
+    // the UI server scripts/install-deps builds is the version compose runs
+    expect(fs.readFileSync(path.join(REPO, 'temporal', 'ui-server', 'go.mod'), 'utf8')).toContain(`github.com/temporalio/ui-server/v2 v${v.ui}`);
   });
 });

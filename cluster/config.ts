@@ -57,7 +57,7 @@ export function temporalBinaries(v = temporalVersions()): TemporalBinaries {
   };
   for (const f of [b.server, b.sqlTool, path.join(b.schemaDir, 'postgresql')]) {
     if (!fs.existsSync(f)) {
-      throw new Error(`${f} is missing: run scripts/install-deps (it builds the Temporal server ${v.server} from go.temporal.io/server into ${dir})`);
+      throw new Error(`${f} is missing: run scripts/install-deps --cluster (it builds the Temporal server ${v.server} from go.temporal.io/server into ${dir})`);
     }
   }
   const uiDir = path.join(tools, 'temporal-ui', `v${v.ui}`);

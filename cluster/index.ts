@@ -166,7 +166,7 @@ async function ensureServer(home: string, n: ClusterNames, s: ClusterState, bins
 
 async function ensureUi(home: string, n: ClusterNames, s: ClusterState, bins: TemporalBinaries, log: (l: string) => void): Promise<void> {
   if (!bins.ui) {
-    log('the Temporal UI server is not built (scripts/install-deps builds it): no Web UI for the cluster');
+    log('the Temporal UI server is not built (scripts/install-deps --cluster builds it): no Web UI for the cluster');
     return;
   }
   const p = clusterPaths(home);

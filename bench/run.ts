@@ -2,7 +2,8 @@
  * Ferry's benchmark suite: `npm run bench [-- options]` (never part of `npm test`).
  *
  *   --only a,b,…       suites to run (default all): overhead, downtime, evacuation, placement, throughput, shared,
- *                      startup, e2e, guest, ui (startup, e2e and ui need `npm run build` first)
+ *                      startup, e2e, guest, ui, cluster (startup, e2e and ui need `npm run build` first; cluster
+ *                      needs root and the Temporal server scripts/install-deps builds)
  *                      (overhead and downtime come from the same migrations; evacuation shares their lab)
  *   --pairs N          rounds per VM size in `overhead` (default 5): each round runs Ferry, raw virsh and Ferry with
  *                      one-shot virsh processes (FERRY_VIRSH_SESSIONS=0) once; --no-one-shot leaves the last out
@@ -34,8 +35,9 @@ import { sharedStorageBench, sharedStorageMarkdown, SHARED_STORAGE_DEFAULTS } fr
 import { e2eBench, e2eMarkdown, startupBench, startupMarkdown } from './cli';
 import { guestDowntimeBench, guestDowntimeMarkdown } from './guest-downtime';
 import { uiBench, uiMarkdown } from './ui';
+import { clusterBench, clusterMarkdown } from './cluster';
 
-const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e', 'guest', 'ui'] as const;
+const SUITES = ['overhead', 'downtime', 'evacuation', 'placement', 'throughput', 'shared', 'startup', 'e2e', 'guest', 'ui', 'cluster'] as const;
 type Suite = (typeof SUITES)[number];
 
 const TITLES: Record<Suite, string> = {
@@ -49,6 +51,7 @@ const TITLES: Record<Suite, string> = {
   e2e: '8. End to end as a user: `ferry migrate` (CLI process) vs the same work by hand with virsh',
   guest: "9. Guest-observed downtime (a real Linux guest, probed every 10 ms) vs libvirt's",
   ui: '10. `ferry ui` page load at fleet scale (1,000 VMs, 10,000 history rows, 20 migrations running)',
+  cluster: '11. The real Temporal server on PostgreSQL (`ferry cluster`) vs the dev server; worker cost per in-flight migration',
 };
 
 function arg(name: string): string | undefined {
@@ -178,6 +181,12 @@ async function main(): Promise<void> {
     const r = await uiBench({ hosts: 105, vmsPerHost: 10, historyRows: numArg('ui-history', 10_000), migrations: 20, loads: numArg('ui-loads', 10) });
     raw.ui = r;
     section('ui', uiMarkdown(r));
+  }
+
+  if (selected.has('cluster')) {
+    const r = await clusterBench({ workflows: numArg('workflows', 150), inflight: [0, 10, 25, 50, 100], migrationMs: 45_000 });
+    raw.cluster = r;
+    section('cluster', clusterMarkdown(r));
   }
 
   const old = previousSections(out);

@@ -3,8 +3,10 @@
  * so that its CPU time and memory are the worker's alone. Started with run() (argv, no shell):
  *
  *   node -r test/support/register-ts.cjs bench/throughput-worker.ts --address HOST:PORT --task-queue Q
- *        --inventory FILE --bundle FILE --options JSON --dir DIR
+ *        --inventory FILE --bundle FILE --options JSON --dir DIR [--migration-ms MS]
  *
+ * --migration-ms: how long each simulated migration job runs (default 0: the next timer tick); bench/cluster.ts
+ * holds migrations in flight with it. DIR/status.json is rewritten with each sample (and the jobs running).
  * The benchmark hypervisor's hosts and VMs are built from the inventory (every VM running where the inventory
  * says). Writes DIR/ready when polling; every 250 ms it samples its CPU time and RSS; when DIR/stop appears it
  * shuts down and prints its samples as one JSON line.
@@ -23,6 +25,13 @@ export interface WorkerSample {
   cpuMs: number;
   rssBytes: number;
   heapUsedBytes: number;
+  /** Migration jobs running in the benchmark hypervisor at that moment. */
+  running: number;
+}
+
+function optArg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
 function arg(name: string): string {
@@ -38,6 +47,7 @@ async function main(): Promise<void> {
   const options = JSON.parse(arg('options')) as Partial<WorkerOptions>;
   const inventory = await openInventory(arg('inventory'));
   const hv = await benchmarkHypervisorFor(inventory);
+  hv.migrationMs = Number(optArg('migration-ms') ?? 0);
   const address = arg('address');
   const connection = await NativeConnection.connect({ address });
   const clientConnection = await Connection.connect({ address });
@@ -54,7 +64,11 @@ async function main(): Promise<void> {
   const sample = () => {
     const cpu = process.cpuUsage();
     const mem = process.memoryUsage();
-    samples.push({ t: Date.now(), cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: mem.rss, heapUsedBytes: mem.heapUsed });
+    const running = [...hv.hosts.values()].reduce((n, h) => n + h.jobs.size, 0);
+    const s: WorkerSample = { t: Date.now(), cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, running };
+    samples.push(s);
+    fs.writeFileSync(path.join(dir, 'status.json.tmp'), JSON.stringify(s));
+    fs.renameSync(path.join(dir, 'status.json.tmp'), path.join(dir, 'status.json'));
   };
   const running = worker.run();
   sample();

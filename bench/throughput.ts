@@ -63,6 +63,10 @@ export interface ThroughputConfigResult {
   wallMs: number;
   perSecond: number;
   latency: Summary;
+  /** Workflow started → its first activity started (server timestamps), under the burst. */
+  firstActivity?: Summary;
+  /** The same and start → completion for workflows run one at a time after the burst. */
+  idle?: { firstActivity: Summary; complete: Summary };
   workerCpuPercent: number;
   workerRssMiB: { steady: number; max: number };
   serverCpuPercent: number | null;
@@ -78,7 +82,7 @@ export interface ThroughputResult {
 
 const ROOT = '/var/lib/libvirt/images/ferry';
 const HOSTS = 10;
-const LIMITS = { maxOutboundPerHost: 100, maxInboundPerHost: 100, maxInFlight: 100 };
+export const LIMITS = { maxOutboundPerHost: 100, maxInboundPerHost: 100, maxInFlight: 100 };
 
 /** The dev server's pid, from /proc (the process whose command line has start-dev and our port). */
 function serverPid(port: string): number | null {
@@ -94,7 +98,7 @@ function serverPid(port: string): number | null {
   return null;
 }
 
-function procCpuMs(pid: number): number | null {
+export function procCpuMs(pid: number): number | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -105,7 +109,7 @@ function procCpuMs(pid: number): number | null {
   }
 }
 
-async function seedInventory(file: string, vms: number): Promise<{ uuid: string; name: string; address: string }[]> {
+export async function seedInventory(file: string, vms: number): Promise<{ uuid: string; name: string; address: string }[]> {
   const inv = await openInventory(file);
   try {
     for (let i = 1; i <= HOSTS; i++) {
@@ -140,29 +144,21 @@ async function seedInventory(file: string, vms: number): Promise<{ uuid: string;
   }
 }
 
-async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: string, n: number): Promise<ThroughputConfigResult> {
+export async function runConfig(
+  env: TestWorkflowEnvironment,
+  bundle: string,
+  config: string,
+  n: number,
+  serverPidOf: (env: TestWorkflowEnvironment) => number | null = devServerPid,
+): Promise<ThroughputConfigResult> {
   const spec = THROUGHPUT_CONFIGS[config];
   if (!spec) throw new Error(`unknown throughput configuration ${config}; known: ${Object.keys(THROUGHPUT_CONFIGS).join(', ')}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-tp-'));
   const taskQueue = `bench-tp-${config}-${Date.now()}`;
   const warm = 10;
   try {
-    const vms = await seedInventory(path.join(dir, 'inventory.db'), warm + n);
-    const worker = run(
-      process.execPath,
-      [
-        '--require', path.join(REPO, 'test/support/register-ts.cjs'), path.join(__dirname, 'throughput-worker.ts'),
-        '--address', env.address, '--task-queue', taskQueue, '--inventory', path.join(dir, 'inventory.db'),
-        '--bundle', bundle, '--options', JSON.stringify(spec.options), '--dir', dir,
-      ],
-      { timeoutMs: 60 * 60_000, maxBuffer: 256 * 1024 * 1024 },
-    );
-    let workerFailed: unknown = null;
-    worker.catch((e: unknown) => (workerFailed = e));
-    while (!fs.existsSync(path.join(dir, 'ready'))) {
-      if (workerFailed) throw workerFailed;
-      await sleep(50);
-    }
+    const vms = await seedInventory(path.join(dir, 'inventory.db'), warm + n + IDLE_RUNS);
+    const worker = await startBenchWorker({ address: env.address, bundle, taskQueue, inventory: path.join(dir, 'inventory.db'), dir, options: spec.options });
     const client = env.client;
     const start = (vm: { uuid: string; name: string; address: string }) =>
       client.workflow.start(WORKFLOW_TYPES.liveMigration, {
@@ -173,8 +169,7 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
     // warm-up
     await Promise.all(vms.slice(0, warm).map(async (vm) => (await start(vm)).result()));
 
-    const port = env.address.split(':').pop() ?? '';
-    const pid = serverPid(port);
+    const pid = serverPidOf(env);
     const serverSamples: { t: number; cpuMs: number }[] = [];
     const sampler = setInterval(() => {
       const c = pid === null ? null : procCpuMs(pid);
@@ -186,7 +181,7 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
     let lastEnd = t0;
     let sampleHistory = '';
     await Promise.all(
-      vms.slice(warm).map(async (vm) => {
+      vms.slice(warm, warm + n).map(async (vm) => {
         const s = Date.now();
         try {
           const handle = await start(vm);
@@ -203,9 +198,18 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
     );
     clearInterval(sampler);
     const wallMs = lastEnd - t0;
-    fs.writeFileSync(path.join(dir, 'stop'), '');
-    const { stdout } = await worker;
-    const samples = JSON.parse(stdout.trim().split('\n').pop() ?? '[]') as WorkerSample[];
+    const firstActivity = summarize(await Promise.all(vms.slice(warm, warm + n).map((vm) => firstActivityMs(client, `ferry-migrate-${vm.uuid}`))));
+    // Idle: one workflow at a time (nothing else in flight), what an operator's single `ferry migrate` sees.
+    const idleFirst: number[] = [];
+    const idleComplete: number[] = [];
+    for (const vm of vms.slice(warm + n)) {
+      const s0 = Date.now();
+      const handle = await start(vm);
+      await handle.result();
+      idleComplete.push(Date.now() - s0);
+      idleFirst.push(await firstActivityMs(client, handle.workflowId));
+    }
+    const samples = await worker.stop();
 
     // steady window: the middle 80 % of the measured run
     const w0 = t0 + wallMs * 0.1;
@@ -235,6 +239,8 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
       wallMs,
       perSecond: ((n - failed) / wallMs) * 1000,
       latency: summarize(latencies),
+      firstActivity,
+      idle: { firstActivity: summarize(idleFirst), complete: summarize(idleComplete) },
       workerCpuPercent,
       workerRssMiB: {
         steady: inWindow.length ? Math.round(summarize(inWindow.map((x) => x.rssBytes)).p50 / 2 ** 20) : NaN,
@@ -254,6 +260,70 @@ async function runConfig(env: TestWorkflowEnvironment, bundle: string, config: s
     await sleep(300);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+const IDLE_RUNS = 20;
+
+/** The dev server's pid for an environment on its port. */
+export function devServerPid(env: TestWorkflowEnvironment): number | null {
+  return serverPid(env.address.split(':').pop() ?? '');
+}
+
+/** Milliseconds from WorkflowExecutionStarted to the first ActivityTaskStarted (the server's own timestamps). */
+export async function firstActivityMs(client: TestWorkflowEnvironment['client'], workflowId: string): Promise<number> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  const ms = (e: { eventTime?: { seconds?: unknown; nanos?: number | null } | null } | undefined) =>
+    e?.eventTime ? Number(e.eventTime.seconds) * 1000 + (e.eventTime.nanos ?? 0) / 1e6 : NaN;
+  const events = history.events ?? [];
+  return ms(events.find((e) => e.activityTaskStartedEventAttributes)) - ms(events[0]);
+}
+
+export interface BenchWorker {
+  stop(): Promise<WorkerSample[]>;
+  /** The worker's last sample (DIR/status.json). */
+  status(): WorkerSample | null;
+}
+
+/** bench/throughput-worker.ts in its own process, polling once this resolves. */
+export async function startBenchWorker(o: {
+  address: string;
+  bundle: string;
+  taskQueue: string;
+  inventory: string;
+  dir: string;
+  options: Partial<WorkerOptions>;
+  migrationMs?: number;
+}): Promise<BenchWorker> {
+  const child = run(
+    process.execPath,
+    [
+      '--require', path.join(REPO, 'test/support/register-ts.cjs'), path.join(__dirname, 'throughput-worker.ts'),
+      '--address', o.address, '--task-queue', o.taskQueue, '--inventory', o.inventory,
+      '--bundle', o.bundle, '--options', JSON.stringify(o.options), '--dir', o.dir,
+      ...(o.migrationMs !== undefined ? ['--migration-ms', String(o.migrationMs)] : []),
+    ],
+    { timeoutMs: 60 * 60_000, maxBuffer: 256 * 1024 * 1024 },
+  );
+  let failed: unknown = null;
+  child.catch((e: unknown) => (failed = e));
+  while (!fs.existsSync(path.join(o.dir, 'ready'))) {
+    if (failed) throw failed;
+    await sleep(50);
+  }
+  return {
+    async stop() {
+      fs.writeFileSync(path.join(o.dir, 'stop'), '');
+      const { stdout } = await child;
+      return JSON.parse(stdout.trim().split('\n').pop() ?? '[]') as WorkerSample[];
+    },
+    status() {
+      try {
+        return JSON.parse(fs.readFileSync(path.join(o.dir, 'status.json'), 'utf8')) as WorkerSample;
+      } catch {
+        return null;
+      }
+    },
+  };
 }
 
 export async function throughputBench(o: ThroughputOptions): Promise<ThroughputResult> {

@@ -7,11 +7,13 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ferryHome, taskQueue } from '../client/config';
 import { ensureSearchAttributes } from '../worker';
+import { waitForTemporal } from '../client/wait';
+import { REPO_ROOT } from '../cluster/config';
 import { livePid, startDetached, stopPid } from '../hypervisor/processes';
 
 export { livePid } from '../hypervisor/processes';
 
-export const REPO_ROOT = path.resolve(__dirname, '..', fs.existsSync(path.join(__dirname, '..', 'package.json')) ? '' : '..');
+export { REPO_ROOT } from '../cluster/config';
 
 export interface DevPaths {
   dir: string;
@@ -57,21 +59,6 @@ export function temporalBinary(): string {
   return found;
 }
 
-async function waitForServer(address: string, timeoutMs: number): Promise<Connection> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const c = await Connection.connect({ address, connectTimeout: '1s' });
-      await c.workflowService.getSystemInfo({});
-      return c;
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-  throw new Error(`the Temporal dev server did not answer on ${address} within ${timeoutMs / 1000} s: ${String(last)}`);
-}
 
 async function waitForWorker(c: Connection, namespace: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -127,7 +114,7 @@ export async function devUp(log: (line: string) => void, home = ferryHome()): Pr
     const pid = startDetached(temporalBinary(), args, p.serverLog, p.serverPid);
     log(`started the Temporal dev server (pid ${pid}, database ${p.db})`);
   }
-  const connection = await waitForServer(address, 60_000);
+  const connection = await waitForTemporal(address, 60_000, 'the Temporal dev server', p.serverLog);
   try {
     const added = await ensureSearchAttributes(connection, 'default');
     if (added.length > 0) log(`registered search attributes ${added.join(', ')}`);

@@ -22,6 +22,7 @@ import { msToTs } from '@temporalio/common/lib/time';
 import { temporal } from '@temporalio/proto';
 import { clusterEndpointFile, writeClusterEndpoint } from '../client/cluster-target';
 import { ferryHome, taskQueue } from '../client/config';
+import { waitForTemporal } from '../client/wait';
 import { livePid, startDetached, stopPid } from '../hypervisor/processes';
 import { redactUrl } from '../inventory/pg-db';
 import { run } from '../hypervisor/exec';
@@ -109,21 +110,6 @@ function serverEnv(home: string, n: ClusterNames, s: ClusterState): NodeJS.Proce
   };
 }
 
-async function connectWhenUp(address: string, timeoutMs: number, what: string, logFile: string): Promise<Connection> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const c = await Connection.connect({ address, connectTimeout: '1s' });
-      await c.workflowService.getSystemInfo({});
-      return c;
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
-  throw new Error(`${what} did not answer on ${address} within ${timeoutMs / 1000} s (${String(last)}); see ${logFile}`);
-}
 
 /** Namespace `default` (30 days' retention) exists and the frontend's namespace cache knows it. */
 async function ensureNamespace(c: Connection, log: (l: string) => void): Promise<void> {
@@ -265,7 +251,7 @@ export async function clusterUp(o: ClusterUpOptions = {}): Promise<ClusterStatus
   writeClusterState(home, state);
   await setupTemporalSchema(home, pg.port, bins, REPO_ROOT);
   await ensureServer(home, n, state, bins, log);
-  const c = await connectWhenUp(serverAddress(n, state), 120_000, 'the Temporal server', clusterPaths(home).serverLog);
+  const c = await waitForTemporal(serverAddress(n, state), 120_000, 'the Temporal server', clusterPaths(home).serverLog);
   try {
     await ensureNamespace(c, log);
     const added = await ensureSearchAttributes(c, NAMESPACE);
@@ -311,7 +297,7 @@ export async function restartTemporalServer(o: { kill?: boolean; home?: string; 
     log(`stopped the Temporal server (pid ${pid}${o.kill ? ', SIGKILL' : ''})`);
   }
   const next = await ensureServer(home, n, s, bins, log);
-  const c = await connectWhenUp(serverAddress(n, s), 120_000, 'the Temporal server', p.serverLog);
+  const c = await waitForTemporal(serverAddress(n, s), 120_000, 'the Temporal server', p.serverLog);
   await c.close();
   return next;
 }

@@ -7,9 +7,16 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const REPO = path.resolve(__dirname, '..', '..');
-const SOURCE_DIRS = ['common', 'workflows', 'activities', 'worker', 'client', 'cli', 'hypervisor', 'inventory', 'lab', 'bench', 'bin', 'test'];
+const SOURCE_DIRS = ['common', 'workflows', 'activities', 'worker', 'client', 'cli', 'cluster', 'hypervisor', 'inventory', 'lab', 'bench', 'bin', 'test'];
 /** The only modules allowed to start processes at all (each with an argument array). */
-const PROCESS_STARTERS = new Set(['hypervisor/exec.ts', 'lab/daemons.ts', 'cli/dev.ts', 'test/unit/inventory-concurrency.test.ts', 'test/support/fault-harness.ts']);
+const PROCESS_STARTERS = new Set([
+  'hypervisor/exec.ts',
+  'hypervisor/processes.ts',
+  'lab/daemons.ts',
+  'test/unit/inventory-concurrency.test.ts',
+  'test/support/fault-harness.ts',
+  'test/lab/cluster.lab.test.ts',
+]);
 
 function sourceFiles(): string[] {
   const out: string[] = [];

@@ -150,7 +150,8 @@ export async function setupTemporalSchema(
   tools: { sqlTool: string; schemaDir: string },
   repoRoot: string,
 ): Promise<void> {
-  await run('sh', [path.join(repoRoot, 'temporal', 'setup-schema.sh')], {
+  // Executed directly (it is executable, with a #!/bin/sh line): the script is a file, never a command line.
+  await run(path.join(repoRoot, 'temporal', 'setup-schema.sh'), [], {
     env: {
       SQL_TOOL: tools.sqlTool,
       SCHEMA_DIR: tools.schemaDir,

@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { FerryClient } from '../../client';
 import type { LiveMigrationInput } from '../../common/validation';
@@ -27,7 +27,7 @@ import { registerLab } from '../../lab/register';
 import { workflowsPath } from '../../worker';
 import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../../common/search-attributes';
 import { labNaming } from './lab-naming';
-import { temporalBinary } from './temporal';
+import { createDevServer } from './temporal';
 import type { ChildEvent, ParentCommand } from './worker-child';
 
 export { canRunLab } from './lab-harness';
@@ -63,15 +63,12 @@ export class DevServer {
   }
 
   async start(): Promise<void> {
-    this.env = await TestWorkflowEnvironment.createLocal({
-      server: {
-        executable: { type: 'existing-path', path: temporalBinary() },
-        dbFilename: this.dbFile,
-        ip: '127.0.0.1',
-        port: this.port,
-        searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
-        extraArgs: ['--log-level', 'error'],
-      },
+    this.env = await createDevServer({
+      dbFilename: this.dbFile,
+      ip: '127.0.0.1',
+      port: this.port,
+      searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
+      extraArgs: ['--log-level', 'error'],
     });
   }
 

@@ -8,15 +8,33 @@ import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../../co
 
 export { temporalBinary } from '../../cli/dev';
 
+type LocalOptions = NonNullable<Parameters<typeof TestWorkflowEnvironment.createLocal>[0]>;
+type ServerOptions = Omit<NonNullable<LocalOptions['server']>, 'executable'>;
+
+/**
+ * The dev server (this repository's `temporal` binary) with `server` options. The SDK waits a fixed 5 s for the
+ * server to answer and then kills it; on a busy 2-core machine (a lab starting beside it) the first start can take
+ * longer, so a start that timed out is tried again, up to 3 times. Any other error is thrown at once.
+ */
+export async function createDevServer(server: ServerOptions): Promise<TestWorkflowEnvironment> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await TestWorkflowEnvironment.createLocal({
+        server: { executable: { type: 'existing-path', path: temporalBinary() }, ...server } as LocalOptions['server'],
+      });
+    } catch (err) {
+      if (attempt >= 3 || !/did not start within/.test(String(err))) throw err;
+      console.warn(`temporal dev server: start ${attempt} timed out, trying again`);
+    }
+  }
+}
+
 /** The dev server on a random port; with `uiPort`, its Web UI too (http://127.0.0.1:<uiPort>). */
 export async function startTemporal(o: { uiPort?: number | undefined } = {}): Promise<TestWorkflowEnvironment> {
-  return TestWorkflowEnvironment.createLocal({
-    server: {
-      executable: { type: 'existing-path', path: temporalBinary() },
-      ...(o.uiPort !== undefined ? { ui: true, uiPort: o.uiPort } : {}),
-      searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
-      extraArgs: ['--log-level', 'error'],
-    },
+  return createDevServer({
+    ...(o.uiPort !== undefined ? { ui: true, uiPort: o.uiPort } : {}),
+    searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
+    extraArgs: ['--log-level', 'error'],
   });
 }
 

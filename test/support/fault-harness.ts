@@ -25,7 +25,6 @@ import { openInventory, type Inventory } from '../../inventory';
 import { hostPath, labDown, labUp, LAB_STORAGE_ROOT, type LabHost, type LabStatus, type LabVm } from '../../lab';
 import { registerLab } from '../../lab/register';
 import { workflowsPath } from '../../worker';
-import { SA_PHASE, SA_SOURCE, SA_TARGET, SA_VM_NAME, SA_VM_UUID } from '../../common/search-attributes';
 import { labNaming } from './lab-naming';
 import { createDevServer } from './temporal';
 import type { ChildEvent, ParentCommand } from './worker-child';
@@ -67,8 +66,6 @@ export class DevServer {
       dbFilename: this.dbFile,
       ip: '127.0.0.1',
       port: this.port,
-      searchAttributes: [SA_VM_UUID, SA_VM_NAME, SA_SOURCE, SA_TARGET, SA_PHASE],
-      extraArgs: ['--log-level', 'error'],
     });
   }
 
